@@ -1,0 +1,49 @@
+# imgpipe — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PYTHON_FOR_VENV ?= python3
+INSTALLED := $(VENV)/.installed-from-lock
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help env data browser repro test lab lock status
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+# The virtual environment is (re)built whenever the lock or the project metadata is newer than it.
+$(INSTALLED): requirements.lock pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON_FOR_VENV) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+env: $(INSTALLED) ## Create or refresh .venv from requirements.lock
+
+data: env ## Fill data/raw with the verified Fashion-MNIST files (local, DVC remote, Debian package, download)
+	imgpipe fetch-data
+
+repro: data ## Set everything up and run the whole study (dvc repro)
+	dvc repro
+
+browser: ## Install Debian's Chromium for the report's browser test (as root, when it is missing)
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed and cannot be (not root): the browser test will be skipped"
+
+test: data browser ## Set everything up and run the test suite
+	python -m pytest
+
+lab: env ## Open the notebooks in JupyterLab (outputs are stripped on save)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+status: env ## Show what dvc would rerun, and the metrics
+	dvc status && dvc metrics show
+
+lock: ## Recompile requirements.lock from requirements.in and regenerate environment.yml
+	$(VENV)/bin/python -m pip install --quiet uv==0.13.8
+	$(VENV)/bin/uv pip compile requirements.in --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o requirements.lock
+	$(VENV)/bin/python tools/environment_from_lock.py

@@ -1,0 +1,205 @@
+"""The typed schema of ``params.yaml`` and helpers to read one stage's parameters.
+
+Every stage validates the whole file before doing any work, so a misspelled key or an
+out-of-range value stops the run with one message naming the key, the value and what
+is allowed, instead of a TensorFlow traceback minutes later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from imgpipe import MODEL_NAMES
+
+
+class ParamsError(ValueError):
+    """``params.yaml`` is missing, unreadable or holds an invalid value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PreprocessParams(_Strict):
+    """How raw images are decoded and cleaned."""
+
+    blank_max_std: float = Field(ge=0.0, description="images whose pixel std is at most this are blank")
+    drop_conflicting_duplicates: bool
+
+
+class SplitParams(_Strict):
+    """How the official training set is divided into train and validation."""
+
+    val_fraction: float = Field(gt=0.0, lt=1.0)
+    seed: int = Field(ge=0)
+    limit_per_class: int = Field(ge=0, description="0 keeps every image; otherwise at most this many per class and part")
+
+
+class AugmentParams(_Strict):
+    """Label-preserving augmentation for clothing images; every switch can be turned off."""
+
+    horizontal_flip: bool
+    crop_padding: int = Field(ge=0, le=16, description="pixels of zero padding before a random crop back to size")
+
+
+class CnnArchitecture(_Strict):
+    filters: list[int] = Field(min_length=1)
+    convs_per_block: int = Field(ge=1, le=4)
+    dense_units: int = Field(gt=0)
+
+
+class RnnArchitecture(_Strict):
+    cell: Literal["lstm", "gru"]
+    units: int = Field(gt=0)
+    layers: int = Field(ge=1, le=4)
+    bidirectional: bool
+
+
+class AttentionArchitecture(_Strict):
+    dim: int = Field(gt=0)
+    heads: int = Field(ge=1)
+    depth: int = Field(ge=1, le=12)
+    mlp_ratio: int = Field(ge=1)
+    stem_strides: int = Field(ge=1, le=4, description="each of the two stem convolutions downsamples by this")
+
+    @model_validator(mode="after")
+    def _dim_divides_by_heads(self) -> "AttentionArchitecture":
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
+        return self
+
+
+class ModelTrainParams(_Strict):
+    """Optimisation settings shared by every model family."""
+
+    optimizer: Literal["adam", "sgd"]
+    learning_rate: float = Field(gt=0.0, le=10.0)
+    momentum: float = Field(ge=0.0, lt=1.0, description="SGD only")
+    lr_schedule: Literal["constant", "cosine"]
+    warmup_epochs: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    l2: float = Field(ge=0.0)
+    label_smoothing: float = Field(ge=0.0, lt=1.0)
+    early_stopping_patience: int = Field(ge=0, description="0 turns early stopping off")
+    jit_compile: bool
+    augment: AugmentParams
+
+
+class CnnTrainParams(ModelTrainParams):
+    architecture: CnnArchitecture
+
+
+class RnnTrainParams(ModelTrainParams):
+    architecture: RnnArchitecture
+
+
+class AttentionTrainParams(ModelTrainParams):
+    architecture: AttentionArchitecture
+
+
+class TrainParams(_Strict):
+    """One section per model family, plus what they share."""
+
+    seed: int = Field(ge=0)
+    deterministic: bool
+    cnn: CnnTrainParams
+    rnn: RnnTrainParams
+    attention: AttentionTrainParams
+
+
+class CrossvalParams(_Strict):
+    """k-fold cross-validation of the official training set, off unless requested."""
+
+    enabled: bool
+    folds: int = Field(ge=2, le=20)
+    models: list[Literal["cnn", "rnn", "attention"]] = Field(min_length=1)
+    seed: int = Field(ge=0)
+    epochs: int = Field(ge=0, description="epochs per fold; 0 uses each model's own train epochs")
+
+
+class EvaluateParams(_Strict):
+    """Test-set evaluation, its uncertainty and the figures it draws."""
+
+    batch_size: int = Field(ge=1)
+    bootstrap_resamples: int = Field(ge=100, le=100_000)
+    confidence_level: float = Field(gt=0.5, lt=1.0)
+    calibration_bins: int = Field(ge=2, le=100)
+    seed: int = Field(ge=0)
+    explain_per_class: int = Field(ge=1, le=10, description="test images per class in the interpretability figures")
+    mistakes_shown: int = Field(ge=1, le=64)
+
+
+class ReportParams(_Strict):
+    title: str = Field(min_length=1)
+    significance_level: float = Field(gt=0.0, lt=0.5)
+
+
+class Params(_Strict):
+    """The whole of ``params.yaml``: one section per stage."""
+
+    preprocess: PreprocessParams
+    split: SplitParams
+    train: TrainParams
+    crossval: CrossvalParams
+    evaluate: EvaluateParams
+    report: ReportParams
+
+
+def _describe(error: dict[str, Any], source: Path) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "missing":
+        return f"{source}: key '{key}' is missing."
+    if error["type"] == "extra_forbidden":
+        return f"{source}: key '{key}' is not a known parameter (misspelled?)."
+    return f"{source}: key '{key}' has value {error.get('input')!r}; {error['msg']}."
+
+
+def validate_params(raw: dict[str, Any], source: Path) -> Params:
+    """Check a parsed ``params.yaml`` against the schema; raise one readable ParamsError."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        messages = [_describe(err, source) for err in exc.errors()]
+        raise ParamsError(" ".join(messages)) from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate ``params.yaml``."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: parameter file not found; expected the project's params.yaml.") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc}).") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of stage sections, found {type(raw).__name__}.")
+    return validate_params(raw, path)
+
+
+def stage_parameters(params: Params, stage: str, model_name: str | None = None) -> dict[str, Any]:
+    """The flat Papermill parameters of one stage (and model), exactly the keys it declares."""
+    if stage in ("train", "evaluate", "crossval") and model_name not in MODEL_NAMES:
+        raise ParamsError(f"unknown model name {model_name!r}; expected one of {', '.join(MODEL_NAMES)}.")
+    if stage == "train":
+        section = getattr(params.train, model_name).model_dump()
+        return {"model_name": model_name, "seed": params.train.seed,
+                "deterministic": params.train.deterministic, **section}
+    if stage == "crossval":
+        return {"model_name": model_name, "enabled": params.crossval.enabled and model_name in params.crossval.models,
+                "folds": params.crossval.folds, "seed": params.crossval.seed,
+                "settings": getattr(params.train, model_name).model_dump()
+                | ({"epochs": params.crossval.epochs} if params.crossval.epochs else {})}
+    if stage == "evaluate":
+        return {"model_name": model_name, **params.evaluate.model_dump()}
+    if stage == "report":
+        return {"model_names": list(MODEL_NAMES), **params.report.model_dump()}
+    section = getattr(params, stage, None)
+    if section is None:
+        raise ParamsError(f"unknown stage {stage!r}.")
+    return section.model_dump()

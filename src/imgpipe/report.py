@@ -1,0 +1,172 @@
+"""The report stage: gather every model's results into comparison tables and figures."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from imgpipe.files import load_json
+from imgpipe.paths import ProjectPaths
+from imgpipe.statistics import mcnemar
+
+HEADLINE_METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
+VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "dvc", "dvclive",
+                      "papermill", "nbconvert", "seaborn", "pandas")
+
+
+def comparison_table(paths: ProjectPaths, model_names: Sequence[str]) -> pd.DataFrame:
+    """One row per model: test metrics with their confidence intervals and training facts, best first."""
+    rows = []
+    for name in model_names:
+        test = load_json(paths.model_metrics("evaluate", name))
+        facts = load_json(paths.model_metrics("train", name))
+        row: dict[str, Any] = {"model": name}
+        for key in HEADLINE_METRICS:
+            row[key] = test[key]
+            row[f"{key}_ci"] = (test[f"{key}_ci_low"], test[f"{key}_ci_high"])
+        row.update({"ece": test["expected_calibration_error"], "confidence_level": test["confidence_level"], "parameters": facts["parameters"],
+                    "epochs": facts["epochs_run"], "train_time_s": facts["wall_time_s"],
+                    "images_per_s": facts["images_per_second"]})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("accuracy", ascending=False, ignore_index=True)
+
+
+def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The comparison formatted for reading: each metric as 'value [low, high]' in percent."""
+    level = float(comparison["confidence_level"].iloc[0])
+    table = pd.DataFrame({"model": comparison["model"]})
+    for key in HEADLINE_METRICS:
+        table[f"{key} ({level:.0%} CI)"] = [f"{value:.2%} [{low:.2%}, {high:.2%}]" for value, (low, high)
+                                            in zip(comparison[key], comparison[f"{key}_ci"], strict=True)]
+    table["ECE"] = comparison["ece"].map("{:.3f}".format)
+    for key in ("parameters", "epochs", "train_time_s", "images_per_s"):
+        table[key] = comparison[key]
+    return table
+
+
+def correctness(paths: ProjectPaths, model_name: str) -> np.ndarray:
+    """Whether the model got each test image right, in test-set order."""
+    pairs = pd.read_csv(paths.evaluation_dir(model_name) / "predictions.csv")
+    return (pairs["actual"] == pairs["predicted"]).to_numpy()
+
+
+def mcnemar_table(paths: ProjectPaths, model_names: Sequence[str], alpha: float) -> pd.DataFrame:
+    """McNemar's test for every pair of models on the same test images, with a plain verdict."""
+    correct = {name: correctness(paths, name) for name in model_names}
+    rows = []
+    for first, second in itertools.combinations(model_names, 2):
+        result = mcnemar(correct[first], correct[second])
+        rows.append({"models": f"{first} vs {second}", "only first right": result.only_first_correct,
+                     "only second right": result.only_second_correct, "statistic": round(result.statistic, 3),
+                     "p_value": result.p_value, "test": result.method,
+                     "verdict": verdict(first, second, result.only_first_correct, result.only_second_correct,
+                                        result.p_value, alpha)})
+    return pd.DataFrame(rows)
+
+
+def verdict(first: str, second: str, only_first: int, only_second: int, p_value: float, alpha: float) -> str:
+    """One sentence on whether two models differ significantly at level ``alpha``."""
+    if p_value >= alpha:
+        return f"No significant difference between {first} and {second} (p = {p_value:.3g} ≥ {alpha})."
+    better, worse = (first, second) if only_first > only_second else (second, first)
+    return f"{better} is significantly more accurate than {worse} (p = {p_value:.3g} < {alpha})."
+
+
+def per_class_table(paths: ProjectPaths, model_name: str) -> pd.DataFrame:
+    """A model's per-class precision, recall, F1 and support."""
+    return pd.read_csv(paths.evaluation_dir(model_name) / "per_class.csv")
+
+
+def calibration_tables(paths: ProjectPaths, model_names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Each model's reliability-diagram bins."""
+    return {name: pd.read_csv(paths.evaluation_dir(name) / "calibration.csv") for name in model_names}
+
+
+def explanations(paths: ProjectPaths, model_names: Sequence[str]) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+    """The shared sample images, their captions, and every model's maps named '<model> <method>'."""
+    maps: dict[str, np.ndarray] = {}
+    images, captions = np.empty(0), []
+    for name in model_names:
+        with np.load(paths.evaluation_dir(name) / "explanations.npz") as archive:
+            images, captions = archive["images"], [str(c) for c in archive["captions"]]
+            maps.update({f"{name} {method}": archive[method].astype(np.float32)
+                         for method in archive.files if method not in ("images", "captions", "indices")})
+    return images, captions, maps
+
+
+def environment() -> dict[str, str]:
+    """Python, platform, accelerator and package versions of the run that made the report."""
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    import tensorflow as tf
+
+    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu cores": str(os.cpu_count()), "GPUs": ", ".join(gpus) or "none", **versions}
+
+
+def provenance(paths: ProjectPaths) -> dict[str, str]:
+    """Git commit of the code and DVC checksum of the raw data the report was built from."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=paths.root, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+    data = yaml.safe_load((paths.root / "data.dvc").read_text())["outs"][0]
+    return {"git commit": git("rev-parse", "HEAD"), "git branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "raw data (data.dvc md5)": data["md5"], "raw data files": str(data.get("nfiles", "?"))}
+
+
+def crossval_summary(paths: ProjectPaths, model_names: Sequence[str]) -> pd.DataFrame | str:
+    """Cross-validation means ± standard deviations per model, or why there are none."""
+    summaries = {name: load_json(paths.model_metrics("crossval", name)) for name in model_names}
+    rows = {name: {"folds": summary["folds"], **{metric: f"{summary[f'{metric}_mean']:.2%} ± "
+                                                         f"{summary[f'{metric}_std']:.2%}" for metric in HEADLINE_METRICS}}
+            for name, summary in summaries.items() if summary.get("enabled")}
+    if not rows:
+        return "Cross-validation was not requested (`crossval.enabled: false` in params.yaml)."
+    return pd.DataFrame(rows).T.rename_axis("model")
+
+
+def data_counts(paths: ProjectPaths) -> dict[str, int]:
+    """Images kept by cleaning and in each part of the split."""
+    cleaning = load_json(paths.stage_metrics("preprocess"))
+    split = load_json(paths.stage_metrics("split"))
+    return {"raw images": cleaning["input_images"], "dropped by cleaning": cleaning["dropped_images"],
+            **{part.replace("_", " "): count for part, count in split.items()}}
+
+
+def parameters_used(paths: ProjectPaths) -> str:
+    """params.yaml as the run read it."""
+    return paths.params.read_text()
+
+
+def training_history(paths: ProjectPaths, model_names: Sequence[str]) -> pd.DataFrame:
+    """Per-epoch loss and accuracy of every model on train and validation, from the DVCLive logs."""
+    frames = []
+    for name in model_names:
+        metrics_dir = paths.training_log_dir(name) / "plots" / "metrics"
+        for part, folder in (("train", "train"), ("validation", "eval")):
+            loss = pd.read_csv(metrics_dir / folder / "loss.tsv", sep="\t")
+            accuracy = pd.read_csv(metrics_dir / folder / "accuracy.tsv", sep="\t")
+            frame = loss[["step", "loss"]].merge(accuracy[["step", "accuracy"]], on="step")
+            frames.append(frame.assign(model=name, part=part, epoch=frame["step"] + 1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def confusion_tables(paths: ProjectPaths, model_names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Each model's confusion-matrix counts (rows actual, columns predicted)."""
+    return {name: pd.read_csv(paths.evaluation_dir(name) / "confusion_matrix.csv", index_col=0)
+            for name in model_names}

@@ -1,0 +1,73 @@
+"""The params.yaml schema accepts the project's file and names the key, value and rule of every bad one."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imgpipe.config import ParamsError, load_params, stage_parameters, validate_params
+
+
+@pytest.fixture
+def raw_params(project_root: Path) -> dict:
+    return yaml.safe_load((project_root / "params.yaml").read_text())
+
+
+def test_project_params_and_tiny_params_are_valid(project_root: Path) -> None:
+    for name in ("params.yaml", "tests/tiny_params.yaml"):
+        params = load_params(project_root / name)
+        assert params.train.cnn.epochs >= 1
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("train", "cnn", "epochs"), 0, "train.cnn.epochs' has value 0"),
+        (("train", "rnn", "optimizer"), "rmsprop", "train.rnn.optimizer' has value 'rmsprop'"),
+        (("split", "val_fraction"), 1.5, "split.val_fraction' has value 1.5"),
+        (("train", "rnn", "architecture", "cell"), "transformer", "'lstm' or 'gru'"),
+        (("train", "attention", "architecture", "heads"), 3, "divisible by heads=3"),
+    ],
+)
+def test_invalid_value_is_named(raw_params: dict, path: tuple, value: object, expected: str) -> None:
+    broken = copy.deepcopy(raw_params)
+    section = broken
+    for key in path[:-1]:
+        section = section[key]
+    section[path[-1]] = value
+    with pytest.raises(ParamsError) as error:
+        validate_params(broken, Path("params.yaml"))
+    assert expected in str(error.value)
+    assert str(error.value).startswith("params.yaml: key")
+
+
+def test_misspelled_and_missing_keys_are_named(raw_params: dict) -> None:
+    broken = copy.deepcopy(raw_params)
+    broken["train"]["cnn"]["learnig_rate"] = broken["train"]["cnn"].pop("learning_rate")
+    with pytest.raises(ParamsError) as error:
+        validate_params(broken, Path("params.yaml"))
+    message = str(error.value)
+    assert "train.cnn.learnig_rate' is not a known parameter" in message
+    assert "train.cnn.learning_rate' is missing" in message
+
+
+def test_unreadable_file_is_a_params_error(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("train: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_stage_parameters_are_exactly_the_stage_keys(project_root: Path, raw_params: dict) -> None:
+    params = load_params(project_root / "params.yaml")
+    train = stage_parameters(params, "train", "rnn")
+    assert train["model_name"] == "rnn"
+    assert train["architecture"] == raw_params["train"]["rnn"]["architecture"]
+    assert set(train) == {"model_name", "seed", "deterministic", *raw_params["train"]["rnn"]}
+    assert stage_parameters(params, "split") == raw_params["split"]
+    with pytest.raises(ParamsError, match="unknown model name 'mlp'"):
+        stage_parameters(params, "train", "mlp")

@@ -1,0 +1,65 @@
+"""Cross-validation folds and a real small cross-validation; the report's verdicts and tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from imgpipe import crossval
+from imgpipe.evaluate import confident_mistakes, metrics_with_uncertainty
+from imgpipe.report import headline_table, verdict
+from tests.test_models_and_training import ARCHITECTURES
+
+SETTINGS = {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9, "lr_schedule": "constant",
+            "warmup_epochs": 0, "epochs": 6, "batch_size": 16, "dropout": 0.0, "l2": 0.0, "label_smoothing": 0.0,
+            "early_stopping_patience": 0, "jit_compile": False,
+            "augment": {"horizontal_flip": False, "crop_padding": 0}, "architecture": ARCHITECTURES["cnn"]}
+
+
+def test_folds_are_stratified_disjoint_and_cover_everything() -> None:
+    labels = np.repeat(np.arange(3), 20)
+    folds = crossval.fold_indices(labels, 4, seed=0)
+    held = np.concatenate([rows for _, rows in folds])
+    assert sorted(held.tolist()) == list(range(60))
+    for fit_rows, held_rows in folds:
+        assert not set(fit_rows) & set(held_rows)
+        assert np.bincount(labels[held_rows]).tolist() == [5, 5, 5]
+
+
+def test_a_real_two_fold_cross_validation(stripes: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = stripes
+    table = crossval.cross_validate("cnn", SETTINGS, images, labels, 3, folds=2, seed=0)
+    assert table["fold"].tolist() == [0, 1]
+    assert (table["accuracy"] > 0.6).all()                      # chance is 1/3
+    summary = crossval.summarize(table)
+    assert summary["folds"] == 2 and summary["enabled"] is True
+    assert np.isclose(summary["accuracy_mean"], table["accuracy"].mean())
+    assert np.isclose(summary["accuracy_std"], table["accuracy"].std(ddof=1))
+
+
+def test_intervals_bracket_the_metrics_and_mistakes_are_ordered() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    probabilities = rng.dirichlet(np.ones(3), 300)
+    metrics = metrics_with_uncertainty(probabilities, labels, resamples=200, level=0.9, calibration_bins=10, seed=1)
+    for name in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"]
+    assert 0 <= metrics["expected_calibration_error"] <= 1
+    mistakes = confident_mistakes(probabilities, labels, 5)
+    confidence = probabilities[mistakes].max(axis=1)
+    assert (probabilities[mistakes].argmax(axis=1) != labels[mistakes]).all()
+    assert np.all(np.diff(confidence) <= 0)
+
+
+def test_verdicts_and_headline_format() -> None:
+    assert verdict("cnn", "rnn", 300, 150, 1e-12, 0.05).startswith("cnn is significantly more accurate than rnn")
+    assert verdict("cnn", "rnn", 10, 30, 0.001, 0.05).startswith("rnn is significantly more accurate than cnn")
+    assert verdict("cnn", "rnn", 20, 22, 0.88, 0.05).startswith("No significant difference")
+    comparison = pd.DataFrame({"model": ["cnn"], "confidence_level": [0.95], "ece": [0.0123],
+                               "parameters": [1], "epochs": [2], "train_time_s": [3.0], "images_per_s": [4.0],
+                               **{name: [0.9] for name in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
+                               **{f"{name}_ci": [(0.88, 0.92)] for name in
+                                  ("accuracy", "precision_macro", "recall_macro", "f1_macro")}})
+    table = headline_table(comparison)
+    assert table.loc[0, "accuracy (95% CI)"] == "90.00% [88.00%, 92.00%]"
+    assert table.loc[0, "ECE"] == "0.012"

@@ -1,0 +1,111 @@
+"""Static checks of the stage notebooks against params.yaml and dvc.yaml.
+
+- the `parameters` cell holds literals equal to params.yaml's defaults for that stage;
+- notebooks in git carry no outputs and define no functions or classes;
+- each stage in dvc.yaml depends on exactly the imgpipe modules its notebook imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from imgpipe.config import load_params, stage_parameters
+from imgpipe.hygiene import strip_notebook
+from imgpipe.runner import STAGE_NOTEBOOKS
+
+# The first model of each per-model stage is the one the notebook's defaults describe.
+DEFAULT_MODEL = {"train": "cnn", "evaluate": "cnn", "crossval": "cnn"}
+
+
+def code_cells(path: Path) -> list[nbformat.NotebookNode]:
+    return [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+
+
+def parameters_cell(path: Path) -> dict[str, object]:
+    tagged = [cell for cell in code_cells(path) if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters'"
+    values = {}
+    for statement in ast.parse(tagged[0].source).body:
+        assert isinstance(statement, ast.Assign), f"{path.name}: parameters cell holds only assignments"
+        values[statement.targets[0].id] = ast.literal_eval(statement.value)   # raises unless a literal
+    return values
+
+
+def imported_modules(source: str) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "imgpipe":
+                modules |= {f"imgpipe.{alias.name}" for alias in node.names}
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+    return {module for module in modules if module.startswith("imgpipe.")}
+
+
+def imgpipe_closure(modules: set[str], src: Path) -> set[str]:
+    """The imgpipe modules reachable from ``modules`` through imports."""
+    seen: set[str] = set()
+    pending = list(modules)
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        pending += imported_modules((src / f"{module.replace('.', '/')}.py").read_text())
+    return seen
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
+def test_parameters_cell_equals_params_yaml(project_root: Path, stage: str) -> None:
+    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
+    expected = stage_parameters(load_params(project_root / "params.yaml"), stage, DEFAULT_MODEL.get(stage))
+    assert parameters_cell(notebook) == expected
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
+def test_notebook_is_clean_narrative_over_src(project_root: Path, stage: str) -> None:
+    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
+    for cell in code_cells(notebook):
+        assert not cell.outputs and cell.execution_count is None, f"{notebook.name} is committed with outputs"
+        defined = [node for node in ast.walk(ast.parse(cell.source))
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        assert not defined, f"{notebook.name} defines code; move it into src/imgpipe"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
+def test_committed_notebook_is_already_in_its_stripped_form(project_root: Path, stage: str) -> None:
+    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
+    text = notebook.read_text()
+    assert nbformat.writes(nbformat.from_dict(strip_notebook(json.loads(text)))) + "\n" == text
+
+
+def test_strip_removes_outputs_counts_and_editor_metadata() -> None:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1"), nbformat.v4.new_markdown_cell("x")])
+    code = notebook.cells[0]
+    code.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=3)]
+    code.execution_count = 3
+    code.metadata = {"tags": ["parameters"], "scrolled": True, "execution": {"iopub.status.busy": "2026"}}
+    notebook.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    stripped = strip_notebook(json.loads(nbformat.writes(notebook)))
+    assert stripped["cells"][0]["outputs"] == [] and stripped["cells"][0]["execution_count"] is None
+    assert stripped["cells"][0]["metadata"] == {"tags": ["parameters"]}
+    assert stripped["metadata"]["language_info"] == {"name": "python"}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
+def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: Path, stage: str) -> None:
+    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
+    imports = set().union(*(imported_modules(cell.source) for cell in code_cells(notebook)))
+    needed = {f"src/{module.replace('.', '/')}.py" for module in imgpipe_closure(imports, project_root / "src")}
+    definition = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"][stage]
+    deps = definition.get("do", definition)["deps"]
+    declared = {dep for dep in deps if dep.startswith("src/")}
+    assert declared == needed
+    assert f"notebooks/{STAGE_NOTEBOOKS[stage]}" in deps

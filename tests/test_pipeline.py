@@ -1,0 +1,193 @@
+"""The whole DAG reproduced by `dvc repro` in a temporary copy of the repository, with tiny params.
+
+One copy is built per module; the tests then run in order against it: outputs valid,
+`dvc status` clean, a second repro runs nothing, a param change reruns only what it
+affects, a failing cell fails its stage loudly, and `dvc exp run -S` shows up in
+`dvc exp show`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import papermill
+import pytest
+import yaml
+
+from imgpipe import MODEL_NAMES
+
+pytestmark = pytest.mark.pipeline
+from tests.helpers import BIN, run
+
+
+def test_every_stage_output_exists_and_is_valid(repo: Path) -> None:
+    with np.load(repo / "data/processed/dataset.npz") as dataset:
+        assert dataset["images"].dtype == np.uint8 and dataset["images"].shape[1:] == (28, 28, 1)
+        assert len(dataset["class_names"]) == 10
+    cleaning = json.loads((repo / "data/processed/cleaning_report.json").read_text())
+    assert cleaning["kept_images"] + cleaning["dropped_images"] == 70000
+    split = json.loads((repo / "metrics/split.json").read_text())
+    assert split == {"train_images": 1000, "val_images": 1000, "test_images": 1000}
+    for model in MODEL_NAMES:
+        facts = json.loads((repo / f"metrics/train/{model}.json").read_text())
+        assert facts["epochs_run"] == 3 and facts["parameters"] > 0 and facts["images_per_second"] > 0
+        scores = json.loads((repo / f"metrics/evaluate/{model}.json").read_text())
+        assert scores["test_images"] == 1000
+        assert scores["accuracy"] > 0.2, f"{model} does not beat chance (0.1) clearly: {scores}"
+        assert 0 < scores["f1_macro"] <= 1
+        assert (repo / f"models/{model}.keras").stat().st_size > 0
+        assert (repo / f"dvclive/train/{model}/plots/metrics/eval/accuracy.tsv").read_text().count("\n") == 4
+        assert np.load(repo / f"data/predictions/{model}.npy").shape == (1000, 10)
+        assert scores["accuracy_ci_low"] <= scores["accuracy"] <= scores["accuracy_ci_high"]
+        assert 0 <= scores["expected_calibration_error"] <= 1
+        with np.load(repo / f"evaluation/{model}/explanations.npz") as maps:
+            assert maps["saliency"].shape == (10, 28, 28) and maps["images"].shape == (10, 28, 28, 1)
+        assert json.loads((repo / f"metrics/crossval/{model}.json").read_text())["enabled"] is False
+        for page in (f"train-{model}.html", f"evaluate-{model}.html"):
+            assert "data:image/png;base64" in (repo / "reports" / page).read_text()
+    index = (repo / "reports/index.html").read_text()
+    for section in ("McNemar", "Calibration", "What the models look at", "Methods", "git commit", "tensorflow"):
+        assert section in index, section
+    assert index.count("data:image/png;base64") >= 3
+    assert "train.make_dataset" not in index, "the published report must hide code"
+    assert "<script src=" not in index and 'src="http' not in index, "the report must not fetch from the network"
+
+
+def test_dvc_status_is_clean_and_a_second_repro_runs_nothing(repo: Path) -> None:
+    assert run(["dvc", "status"], repo).stdout.strip() == "Data and pipelines are up to date."
+    again = run(["dvc", "repro"], repo).stdout
+    assert "Running stage" not in again
+    assert again.count("didn't change, skipping") == 1 + 12          # data.dvc and the twelve stages
+
+
+def test_metrics_and_plots_are_declared(repo: Path) -> None:
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    files = next(iter(metrics.values()))["data"]
+    assert {f"metrics/evaluate/{model}.json" for model in MODEL_NAMES} <= set(files)
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "Validation accuracy per epoch" in page and "Confusion matrix" in page
+
+
+def test_a_train_param_change_reruns_only_that_model(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["rnn"]["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+        # dvc status lists the stages whose own inputs changed: the RNN's training and cross-validation,
+        # and the report, which prints every parameter.
+        assert set(status) == {"train@rnn", "crossval@rnn", "report"}
+        # --dry cannot know that a retrained model changes; --force-downstream lists what follows from it
+        dry = run(["dvc", "repro", "--dry", "--force-downstream"], repo).stdout
+        ran = sorted(line.split("'")[1] for line in dry.splitlines() if line.startswith("Running stage"))
+        assert ran == ["crossval@rnn", "evaluate@rnn", "report", "train@rnn"]
+    finally:
+        run(["git", "checkout", "params.yaml"], repo)
+
+
+def test_cross_validation_runs_on_request(repo: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["crossval"].update(enabled=True, folds=2, models=["cnn"], epochs=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        run(["imgpipe", "run", "crossval", "cnn"], repo)
+        summary = json.loads((repo / "metrics/crossval/cnn.json").read_text())
+        assert summary["enabled"] is True and summary["folds"] == 2
+        assert 0.1 < summary["accuracy_mean"] <= 1 and summary["accuracy_std"] >= 0
+        assert "crossval.cross_validate" in (repo / "reports/crossval-cnn.html").read_text()
+    finally:
+        run(["git", "checkout", "params.yaml"], repo)
+        run(["imgpipe", "run", "crossval", "cnn"], repo)          # back to the skipped record dvc.lock knows
+    assert run(["dvc", "status"], repo).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_a_failing_cell_fails_the_stage_and_shows_the_error(repo: Path) -> None:
+    model_file = repo / "models/cnn.keras"
+    model_file.unlink()
+    try:
+        failed = run(["imgpipe", "run", "evaluate", "cnn"], repo, check=False)
+        assert failed.returncode == 1
+        assert "stage evaluate-cnn failed in cell" in failed.stderr
+        assert "cnn.keras" in failed.stderr
+    finally:
+        run(["dvc", "checkout", "-f"], repo)
+    assert model_file.is_file()
+
+
+def test_a_notebook_runs_from_the_notebooks_folder_as_in_jupyterlab(repo: Path, tmp_path: Path) -> None:
+    executed = tmp_path / "split.ipynb"
+    papermill.execute_notebook(str(repo / "notebooks/2-split.ipynb"), str(executed), cwd=str(repo / "notebooks"),
+                               kernel_name="python3", progress_bar=False,
+                               parameters=yaml.safe_load((repo / "params.yaml").read_text())["split"])
+    assert "train_images" in executed.read_text()
+
+
+def test_dvc_exp_run_appears_beside_the_baseline(repo: Path) -> None:
+    run(["dvc", "exp", "run", "-S", "train.cnn.learning_rate=0.005", "-n", "faster-cnn"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    experiments = [exp for row in shown for exp in (row.get("experiments") or [])]
+    names = [exp.get("name") for exp in experiments]
+    assert "faster-cnn" in names
+    revision = experiments[names.index("faster-cnn")]["revs"][0]["data"]
+    assert revision["params"]["params.yaml"]["data"]["train"]["cnn"]["learning_rate"] == 0.005
+    assert "metrics/evaluate/cnn.json" in revision["metrics"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def jupyter_request(url: str, token: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def test_saving_a_run_notebook_in_jupyter_keeps_dvc_clean(repo: Path) -> None:
+    """A real Jupyter server (as `make lab` starts it) saves a notebook with outputs; DVC sees no change."""
+    port, token = free_port(), "imgpipe-test-token"
+    env = {**os.environ, "JUPYTER_CONFIG_PATH": str(repo / ".jupyter"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    root_flag = ["--allow-root"] if os.geteuid() == 0 else []          # as `make lab` passes it when run as root
+    server_log = repo.parent / f"jupyter-server-{port}.log"
+    with server_log.open("w") as log:
+        server = subprocess.Popen(
+            ["jupyter", "server", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1", *root_flag,
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={repo / 'notebooks'}"],
+            cwd=repo / "notebooks", env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(240):
+            if server.poll() is not None:
+                pytest.fail(f"jupyter server exited with {server.returncode}:\n{server_log.read_text()}")
+            try:
+                jupyter_request(f"{base}/status", token)
+                break
+            except OSError:
+                time.sleep(0.5)
+        notebook_file = repo / "notebooks" / "3-train.ipynb"
+        before = notebook_file.read_text()
+        model = jupyter_request(f"{base}/contents/3-train.ipynb", token)
+        code = [cell for cell in model["content"]["cells"] if cell["cell_type"] == "code"]
+        code[1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "trained\n"}]
+        code[1]["execution_count"] = 7
+        code[1]["metadata"]["execution"] = {"iopub.execute_input": "2026-11-23T08:00:00Z"}
+        model["content"]["metadata"]["language_info"] = {"name": "python", "version": "3.11.7"}
+        jupyter_request(f"{base}/contents/3-train.ipynb", token, "PUT",
+                        {"type": "notebook", "format": "json", "content": model["content"]})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert notebook_file.read_text() == before
+    assert run(["dvc", "status"], repo).stdout.strip() == "Data and pipelines are up to date."
