@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-from-lock
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env data browser repro test lab lock status
+.PHONY: help env data browser repro test lab lock status bench verify
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,12 @@ browser: ## Install Debian's Chromium for the report's browser test (as root, wh
 
 test: data browser ## Set everything up and run the test suite
 	python -m pytest
+
+bench: data ## Training speed: naive model.fit vs the pipeline, as a fraction of sgemm (bench/training.json)
+	imgpipe bench
+
+verify: data ## Rerun the committed study from scratch in a temporary clone and print every metric that differs
+	imgpipe verify
 
 lab: env ## Open the notebooks in JupyterLab (outputs are stripped on save)
 	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -20,7 +20,7 @@ from imgpipe.hygiene import strip_notebook
 from imgpipe.runner import STAGE_NOTEBOOKS
 
 # The first model of each per-model stage is the one the notebook's defaults describe.
-DEFAULT_MODEL = {"train": "cnn", "evaluate": "cnn", "crossval": "cnn"}
+DEFAULT_MODEL = {"train": "cnn", "evaluate": "cnn", "crossval": "cnn", "export": "cnn"}
 
 
 def code_cells(path: Path) -> list[nbformat.NotebookNode]:

@@ -20,11 +20,15 @@ import numpy as np
 import papermill
 import pytest
 import yaml
+from PIL import Image
 
 from imgpipe import MODEL_NAMES
+from imgpipe.evaluate import load_test_data
+from imgpipe.export import load_serving, predict_probabilities
+from imgpipe.verify import compare_with_commit
+from tests.helpers import BIN, run
 
 pytestmark = pytest.mark.pipeline
-from tests.helpers import BIN, run
 
 
 def test_every_stage_output_exists_and_is_valid(repo: Path) -> None:
@@ -50,6 +54,9 @@ def test_every_stage_output_exists_and_is_valid(repo: Path) -> None:
         with np.load(repo / f"evaluation/{model}/explanations.npz") as maps:
             assert maps["saliency"].shape == (10, 28, 28) and maps["images"].shape == (10, 28, 28, 1)
         assert json.loads((repo / f"metrics/crossval/{model}.json").read_text())["enabled"] is False
+        exported = json.loads((repo / f"metrics/export/{model}.json").read_text())
+        assert exported["labels that differ"] == 0 and exported["largest probability difference"] <= 1e-5
+        assert (repo / f"exported/{model}/1/saved_model.pb").is_file()
         for page in (f"train-{model}.html", f"evaluate-{model}.html"):
             assert "data:image/png;base64" in (repo / "reports" / page).read_text()
     index = (repo / "reports/index.html").read_text()
@@ -64,7 +71,7 @@ def test_dvc_status_is_clean_and_a_second_repro_runs_nothing(repo: Path) -> None
     assert run(["dvc", "status"], repo).stdout.strip() == "Data and pipelines are up to date."
     again = run(["dvc", "repro"], repo).stdout
     assert "Running stage" not in again
-    assert again.count("didn't change, skipping") == 1 + 12          # data.dvc and the twelve stages
+    assert again.count("didn't change, skipping") == 1 + 15          # data.dvc and the fifteen stages
 
 
 def test_metrics_and_plots_are_declared(repo: Path) -> None:
@@ -88,7 +95,7 @@ def test_a_train_param_change_reruns_only_that_model(repo: Path) -> None:
         # --dry cannot know that a retrained model changes; --force-downstream lists what follows from it
         dry = run(["dvc", "repro", "--dry", "--force-downstream"], repo).stdout
         ran = sorted(line.split("'")[1] for line in dry.splitlines() if line.startswith("Running stage"))
-        assert ran == ["crossval@rnn", "evaluate@rnn", "report", "train@rnn"]
+        assert ran == ["crossval@rnn", "evaluate@rnn", "export@rnn", "report", "train@rnn"]
     finally:
         run(["git", "checkout", "params.yaml"], repo)
 
@@ -102,7 +109,7 @@ def test_cross_validation_runs_on_request(repo: Path) -> None:
         summary = json.loads((repo / "metrics/crossval/cnn.json").read_text())
         assert summary["enabled"] is True and summary["folds"] == 2
         assert 0.1 < summary["accuracy_mean"] <= 1 and summary["accuracy_std"] >= 0
-        assert "crossval.cross_validate" in (repo / "reports/crossval-cnn.html").read_text()
+        assert "cross_validate" in (repo / "reports/crossval-cnn.html").read_text()     # the executed notebook
     finally:
         run(["git", "checkout", "params.yaml"], repo)
         run(["imgpipe", "run", "crossval", "cnn"], repo)          # back to the skipped record dvc.lock knows
@@ -191,3 +198,66 @@ def test_saving_a_run_notebook_in_jupyter_keeps_dvc_clean(repo: Path) -> None:
         server.wait(timeout=30)
     assert notebook_file.read_text() == before
     assert run(["dvc", "status"], repo).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_the_exported_model_reproduces_the_pipeline_predictions(repo: Path) -> None:
+    x_test, _, _ = load_test_data(repo / "data/processed/dataset.npz", repo / "data/split/indices.npz")
+    for model in MODEL_NAMES:
+        exported = predict_probabilities(load_serving(repo / f"exported/{model}/1"), x_test)
+        pipeline = np.load(repo / f"data/predictions/{model}.npy")
+        np.testing.assert_allclose(exported, pipeline, atol=1e-5)
+        assert (exported.argmax(1) == pipeline.argmax(1)).all()
+
+
+def _write_mixed_image_folder(repo: Path, folder: Path) -> tuple[list[Path], list[Path], np.ndarray]:
+    """Six test images in PNG, JPEG, GIF, WebP, BMP and TIFF (gray, RGB, palette, RGBA), and four broken files."""
+    x_test, _, _ = load_test_data(repo / "data/processed/dataset.npz", repo / "data/split/indices.npz")
+    gray = [Image.fromarray(x_test[i, ..., 0]) for i in range(6)]
+    good = [folder / "exact_gray.png", folder / "nested" / "rgb_large.JPG", folder / "palette.gif",
+            folder / "rgba.webp", folder / "gray.bmp", folder / "rgb.tiff"]
+    good[1].parent.mkdir(parents=True)
+    gray[0].save(good[0])
+    gray[1].convert("RGB").resize((84, 84)).save(good[1], quality=95)
+    gray[2].convert("P").save(good[2])
+    gray[3].convert("RGBA").save(good[3], lossless=True)
+    gray[4].save(good[4])
+    gray[5].convert("RGB").save(good[5])
+    broken = [folder / "empty.jpg", folder / "text.png", folder / "truncated.png", folder / "nested" / "missing.png"]
+    broken[0].write_bytes(b"")
+    broken[1].write_text("not an image\n")
+    broken[2].write_bytes(good[0].read_bytes()[:60])
+    return good, broken, np.load(repo / "data/predictions/cnn.npy")[:6].argmax(1)
+
+
+def test_predict_labels_good_files_and_names_each_broken_one(repo: Path, tmp_path: Path) -> None:
+    good, broken, pipeline_labels = _write_mixed_image_folder(repo, tmp_path / "images")
+    result = run(["imgpipe", "predict", "--model", "cnn", "--json", str(tmp_path / "images"), str(broken[3])],
+                 repo, check=False)
+    assert result.returncode == 1, "a failed file must make the exit code non-zero"
+    records = {Path(record["path"]).name: record for record in map(json.loads, result.stdout.splitlines())}
+    assert set(records) == {path.name for path in good + broken}
+    for path in broken:
+        assert path.name in records[path.name]["error"] and "class_name" not in records[path.name]
+    assert records["exact_gray.png"]["label"] == pipeline_labels[0]   # lossless, same size: the pipeline's answer
+    for path in good:
+        assert 0 < records[path.name]["probability"] <= 1 and "error" not in records[path.name], records[path.name]
+    text = run(["imgpipe", "predict", "--model", "cnn", str(good[0]), str(tmp_path / "images" / "*.bmp")], repo)
+    lines = [line.split("\t") for line in text.stdout.splitlines()]
+    assert [Path(line[0]).name for line in lines] == ["exact_gray.png", "gray.bmp"]
+
+
+def test_verify_reruns_the_commit_from_scratch_and_finds_it_bit_identical(repo: Path) -> None:
+    """Determinism, measured: a second full run in a fresh clone gives the same metrics and predictions."""
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "results of the tiny run"], repo)
+    verified = run(["imgpipe", "verify"], repo, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr[-3000:]
+    assert "0 difference(s)" in verified.stderr
+    metrics = repo / "metrics/evaluate/cnn.json"
+    committed = metrics.read_text()
+    metrics.write_text(committed.replace('"accuracy": ', '"accuracy": 0.5, "was": ', 1))
+    try:                                    # the same comparison, of the commit with a tampered working tree
+        assert "metrics/evaluate/cnn.json: accuracy was" in "\n".join(compare_with_commit(repo, repo))
+        assert ", now 0.5" in "\n".join(compare_with_commit(repo, repo))
+    finally:
+        metrics.write_text(committed)

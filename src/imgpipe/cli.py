@@ -1,11 +1,13 @@
-"""Command line: ``imgpipe fetch-data``, ``imgpipe check-params``, ``imgpipe run STAGE [MODEL]``."""
+"""Command line: ``imgpipe fetch-data``, ``check-params``, ``run STAGE [MODEL]``, ``predict``, ``bench``, ``verify``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
+from imgpipe import MODEL_NAMES
 from imgpipe.config import ParamsError, load_params, stage_parameters
 from imgpipe.fetch import DataFetchError, fetch_fashion_mnist
 from imgpipe.paths import project_paths
@@ -22,7 +24,42 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="execute one stage notebook with Papermill and publish it as HTML")
     run.add_argument("stage", choices=sorted(STAGE_NOTEBOOKS))
     run.add_argument("model", nargs="?", help="model name, for the train and evaluate stages")
+    predict = commands.add_parser("predict", help="label image files, folders or globs with an exported model")
+    predict.add_argument("--model", required=True, choices=MODEL_NAMES, help="which exported family to use")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    predict.add_argument("--export-dir", help="folder of version folders (default: exported/<model>)")
+    predict.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    bench = commands.add_parser("bench", help="training speed: naive model.fit against the pipeline, vs sgemm")
+    bench.add_argument("--images", type=int, default=12800, help="training images per measurement")
+    bench.add_argument("--warmup-images", type=int, default=1280, help="images trained before timing starts")
+    bench.add_argument("--output", default="bench/training.json", help="where the JSON results go")
+    verify = commands.add_parser("verify", help="rerun the committed study from scratch and diff its metrics")
+    verify.add_argument("--keep", action="store_true", help="keep the temporary rerun for inspection")
     return parser
+
+
+def _verify(keep: bool) -> int:
+    from imgpipe.verify import verify
+
+    differences = verify(project_paths().root, keep)
+    for line in differences:
+        sys.stdout.write(line + "\n")
+    LOGGER.info("%d difference(s) from the committed metrics and dvc.lock", len(differences))
+    return 1 if differences else 0
+
+
+def _bench(images: int, warmup_images: int, output: str) -> None:
+    from imgpipe.bench import run_benchmark, write_benchmark   # TensorFlow loads only for this command
+
+    paths = project_paths()
+    table = write_benchmark(run_benchmark(paths, images, warmup_images), paths.root / output)
+    sys.stdout.write(table + "\n")
+
+
+def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None) -> int:
+    from imgpipe.predict import run_predict                    # TensorFlow loads only for this command
+
+    return run_predict(inputs, Path(export_dir) if export_dir else project_paths().export_dir(model), as_json)
 
 
 def _run_stage(stage: str, model: str | None) -> None:
@@ -48,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "check-params":
             load_params(project_paths().params)
             LOGGER.info("params.yaml is valid")
+        elif args.command == "predict":
+            return _predict(args.model, args.inputs, args.json, args.export_dir)
+        elif args.command == "verify":
+            return _verify(args.keep)
+        elif args.command == "bench":
+            _bench(args.images, args.warmup_images, args.output)
         else:
             _run_stage(args.stage, args.model)
     except (ParamsError, DataFetchError, StageFailed, FileNotFoundError) as error:

@@ -135,6 +135,13 @@ class EvaluateParams(_Strict):
     mistakes_shown: int = Field(ge=1, le=64)
 
 
+class ExportParams(_Strict):
+    """The SavedModel export for TensorFlow Serving and `imgpipe predict`."""
+
+    version: int = Field(ge=1, description="the <model>/<version>/ folder TensorFlow Serving loads")
+    tolerance: float = Field(ge=0.0, le=0.01, description="largest allowed probability difference from evaluate")
+
+
 class ReportParams(_Strict):
     title: str = Field(min_length=1)
     significance_level: float = Field(gt=0.0, lt=0.5)
@@ -148,6 +155,7 @@ class Params(_Strict):
     train: TrainParams
     crossval: CrossvalParams
     evaluate: EvaluateParams
+    export: ExportParams
     report: ReportParams
 
 
@@ -184,7 +192,7 @@ def load_params(path: Path) -> Params:
 
 def stage_parameters(params: Params, stage: str, model_name: str | None = None) -> dict[str, Any]:
     """The flat Papermill parameters of one stage (and model), exactly the keys it declares."""
-    if stage in ("train", "evaluate", "crossval") and model_name not in MODEL_NAMES:
+    if stage in ("train", "evaluate", "crossval", "export") and model_name not in MODEL_NAMES:
         raise ParamsError(f"unknown model name {model_name!r}; expected one of {', '.join(MODEL_NAMES)}.")
     if stage == "train":
         section = getattr(params.train, model_name).model_dump()
@@ -197,6 +205,8 @@ def stage_parameters(params: Params, stage: str, model_name: str | None = None) 
                 | ({"epochs": params.crossval.epochs} if params.crossval.epochs else {})}
     if stage == "evaluate":
         return {"model_name": model_name, **params.evaluate.model_dump()}
+    if stage == "export":
+        return {"model_name": model_name, **params.export.model_dump()}
     if stage == "report":
         return {"model_names": list(MODEL_NAMES), **params.report.model_dump()}
     section = getattr(params, stage, None)

@@ -75,6 +75,9 @@ class ProjectPaths:
     def predictions(self, model_name: str) -> Path:
         return self.root / "data" / "predictions" / f"{model_name}.npy"
 
+    def export_dir(self, model_name: str) -> Path:
+        return self.root / "exported" / model_name
+
     def evaluation_dir(self, model_name: str) -> Path:
         return self.root / "evaluation" / model_name
 

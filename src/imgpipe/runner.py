@@ -31,6 +31,7 @@ STAGE_NOTEBOOKS: dict[str, str] = {
     "evaluate": "4-evaluate.ipynb",
     "report": "5-report.ipynb",
     "crossval": "6-crossval.ipynb",
+    "export": "7-export.ipynb",
 }
 TEMPLATES = Path(__file__).parent / "templates"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

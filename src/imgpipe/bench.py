@@ -1,0 +1,225 @@
+"""Training-speed benchmark: the naive `model.fit` baseline against the pipeline's own training path.
+
+For each model family, in one process: the same architecture (from ``params.yaml``) is trained
+for a fixed number of images twice — once as a user would write it (float arrays scaled in
+NumPy, ``model.fit(x, y, batch_size=128)``, Keras defaults), once through the pipeline's
+``tf.data`` path with its batch size, XLA setting and augmentation — and both speeds are compared
+with the machine's measured sgemm FLOP/s.
+
+Training FLOPs per image are counted analytically from the layers (multiply-add = 2 FLOPs;
+convolutions, dense and recurrent matrix products, attention projections and products), times 3
+for the forward pass plus the backward pass (gradients for inputs and for weights). Element-wise
+work (normalization, activations, pooling, the optimizer update) is left out, so the fraction of
+the ceiling is if anything an underestimate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from imgpipe import MODEL_NAMES, models, train
+from imgpipe.config import load_params
+from imgpipe.files import save_json
+from imgpipe.paths import ProjectPaths
+from imgpipe.preprocess import load_raw_idx
+
+LOGGER = logging.getLogger(__name__)
+NAIVE_BATCH_SIZE = 128
+TRAINING_FLOPS_PER_FORWARD_FLOP = 3
+
+
+@dataclass(frozen=True)
+class FamilyResult:
+    """One family's measured speeds and FLOP accounting."""
+
+    model: str
+    parameters: int
+    forward_mflops_per_image: float
+    naive_images_per_second: float
+    pipeline_images_per_second: float
+    deterministic_images_per_second: float | None
+    speedup: float
+    naive_fraction_of_sgemm: float
+    pipeline_fraction_of_sgemm: float
+    pipeline_batch_size: int
+    pipeline_jit_compile: bool
+
+
+def sgemm_flops_per_second(size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matrix-multiply throughput of this machine through TensorFlow (FLOP/s)."""
+    a = tf.random.stateless_uniform((size, size), seed=(1, 2))
+    b = tf.random.stateless_uniform((size, size), seed=(3, 4))
+    matmul = tf.function(lambda x, y: tf.matmul(x, y))
+    matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def _sequence_length(shape: tuple[int | None, ...]) -> int:
+    """Positions a per-position layer is applied to (1 for a plain vector)."""
+    return int(np.prod([dim for dim in shape[1:-1]])) if len(shape) > 2 else 1
+
+
+def _recurrent_flops(cell: layers.Layer, input_shape: tuple[int | None, ...]) -> float:
+    steps, features = input_shape[1], input_shape[2]
+    gates = 4 if isinstance(cell, layers.LSTM) else 3
+    return 2.0 * steps * gates * (features + cell.units) * cell.units
+
+
+def _attention_flops(layer: layers.MultiHeadAttention, tokens: int, dim: int) -> float:
+    key_dim, heads = layer._key_dim, layer._num_heads
+    projections = 2.0 * tokens * dim * heads * key_dim * 4          # query, key, value and output
+    products = 2.0 * tokens * tokens * heads * key_dim * 2         # scores and weighted sum
+    return projections + products
+
+
+def forward_flops_per_image(model: keras.Model) -> float:
+    """Matrix-product FLOPs of one forward pass of one image through ``model``."""
+    total = 0.0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.Conv2D):
+            _, height, width, out_channels = layer.output.shape
+            in_channels = layer.input.shape[-1]
+            kernel_h, kernel_w = layer.kernel_size
+            total += 2.0 * height * width * kernel_h * kernel_w * in_channels * out_channels
+        elif isinstance(layer, layers.Dense) and not isinstance(layer, layers.EinsumDense):
+            shape = layer.input.shape
+            total += 2.0 * _sequence_length(shape) * shape[-1] * layer.units
+        elif isinstance(layer, (layers.GRU, layers.LSTM)):
+            total += _recurrent_flops(layer, layer.input.shape)
+        elif isinstance(layer, layers.MultiHeadAttention):
+            shape = layer.input[0].shape if isinstance(layer.input, list) else layer.input.shape
+            total += _attention_flops(layer, shape[1], shape[2])
+    return total
+
+
+def _images_per_second(run_fit: Any, images: int) -> float:
+    started = time.perf_counter()
+    run_fit()
+    return images / (time.perf_counter() - started)
+
+
+def naive_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, warmup_images: int) -> float:
+    """Images/s of the baseline a user writes first: NumPy floats, `fit(batch_size=128)`, Keras defaults."""
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x_float = x.astype(np.float32)                               # the model normalizes raw pixels itself
+    model.fit(x_float[:warmup_images], y[:warmup_images], batch_size=NAIVE_BATCH_SIZE, epochs=1, verbose=0)
+    return _images_per_second(
+        lambda: model.fit(x_float, y, batch_size=NAIVE_BATCH_SIZE, epochs=1, verbose=0), len(y))
+
+
+def pipeline_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: dict[str, Any],
+                   seed: int, warmup_images: int) -> float:
+    """Images/s of the pipeline's training path with the family's own settings from params.yaml."""
+    num_classes = int(y.max()) + 1
+    steps = train.steps_per_epoch(len(y), settings["batch_size"])
+    optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
+                                     settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"], steps)
+    train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
+    warmup = train.make_dataset(x[:warmup_images], y[:warmup_images], num_classes, settings["batch_size"], seed,
+                                training=True, augment=settings["augment"])
+    model.fit(warmup, epochs=1, verbose=0)
+    dataset = train.make_dataset(x, y, num_classes, settings["batch_size"], seed, training=True,
+                                 augment=settings["augment"])
+    return _images_per_second(lambda: model.fit(dataset, epochs=1, verbose=0), len(y))
+
+
+def _build(model_name: str, x: np.ndarray, num_classes: int, settings: dict[str, Any]) -> keras.Model:
+    mean, std = train.channel_statistics(x)
+    return models.build_model(model_name, x.shape[1:], num_classes, mean, std, settings["architecture"],
+                              settings["dropout"], settings["l2"])
+
+
+def _measure_all(params: dict[str, Any], x: np.ndarray, y: np.ndarray, warmup_images: int,
+                 pipeline: bool) -> dict[str, float]:
+    speeds = {}
+    for model_name in MODEL_NAMES:
+        settings = params["train"][model_name]
+        keras.utils.set_random_seed(params["train"]["seed"])
+        model = _build(model_name, x, int(y.max()) + 1, settings)
+        speeds[model_name] = (pipeline_speed(model, x, y, settings, params["train"]["seed"], warmup_images)
+                              if pipeline else naive_speed(model, x, y, warmup_images))
+        LOGGER.info("%s %s: %.0f images/s", model_name, "pipeline" if pipeline else "naive", speeds[model_name])
+    return speeds
+
+
+def run_benchmark(paths: ProjectPaths, images: int, warmup_images: int) -> dict[str, Any]:
+    """Measure every family: the baseline, the pipeline, then the pipeline under op determinism.
+
+    Op determinism is process-wide and cannot be turned off again, so it is measured last; when
+    ``train.deterministic`` is on (the default) those are the pipeline's figures.
+    """
+    params = load_params(paths.params).model_dump()
+    dataset = load_raw_idx(paths.raw_data)
+    x, y = dataset.images[:images], dataset.labels[:images]
+    ceiling = sgemm_flops_per_second()
+    LOGGER.info("sgemm ceiling: %.1f GFLOP/s", ceiling / 1e9)
+    naive = _measure_all(params, x, y, warmup_images, pipeline=False)
+    free = _measure_all(params, x, y, warmup_images, pipeline=True)
+    deterministic = params["train"]["deterministic"]
+    if deterministic:
+        train.seed_everything(params["train"]["seed"], deterministic=True)
+    fixed = _measure_all(params, x, y, warmup_images, pipeline=True) if deterministic else {}
+    results = []
+    for model_name in MODEL_NAMES:
+        settings = params["train"][model_name]
+        model = _build(model_name, x, len(dataset.class_names), settings)
+        training_flops = TRAINING_FLOPS_PER_FORWARD_FLOP * forward_flops_per_image(model)
+        fast = fixed.get(model_name, free[model_name])
+        results.append(FamilyResult(
+            model=model_name, parameters=int(model.count_params()),
+            forward_mflops_per_image=round(training_flops / TRAINING_FLOPS_PER_FORWARD_FLOP / 1e6, 3),
+            naive_images_per_second=round(naive[model_name], 1),
+            pipeline_images_per_second=round(free[model_name], 1),
+            deterministic_images_per_second=round(fixed[model_name], 1) if fixed else None,
+            speedup=round(fast / naive[model_name], 2),
+            naive_fraction_of_sgemm=round(naive[model_name] * training_flops / ceiling, 3),
+            pipeline_fraction_of_sgemm=round(fast * training_flops / ceiling, 3),
+            pipeline_batch_size=settings["batch_size"], pipeline_jit_compile=settings["jit_compile"]))
+    return {"machine": machine_description(), "sgemm_gflops": round(ceiling / 1e9, 1), "images": images,
+            "deterministic": deterministic, "families": [asdict(r) for r in results]}
+
+
+def machine_description() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "gpus": [gpu.name for gpu in gpus],
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def markdown_table(benchmark: dict[str, Any]) -> str:
+    """The README's performance table; speed-up and % of sgemm use the pipeline as params.yaml sets it."""
+    rows = ["| model | params | fwd MFLOP/img | naive img/s | pipeline img/s | pipeline, deterministic img/s "
+            "| speed-up | naive % of sgemm | pipeline % of sgemm |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for f in benchmark["families"]:
+        fixed = f"{f['deterministic_images_per_second']:,.0f}" if f["deterministic_images_per_second"] else "—"
+        rows.append(f"| {f['model']} | {f['parameters']:,} | {f['forward_mflops_per_image']:.2f} "
+                    f"| {f['naive_images_per_second']:,.0f} | {f['pipeline_images_per_second']:,.0f} | {fixed} "
+                    f"| {f['speedup']:.2f}× | {100 * f['naive_fraction_of_sgemm']:.1f}% "
+                    f"| {100 * f['pipeline_fraction_of_sgemm']:.1f}% |")
+    gpus = ", ".join(benchmark["machine"]["gpus"]) or "no GPU"
+    return "\n".join(rows) + (f"\n\nsgemm ceiling {benchmark['sgemm_gflops']} GFLOP/s; {benchmark['images']:,} "
+                              f"training images per measurement; {benchmark['machine']['cpu_count']} CPUs, {gpus}.")
+
+
+def write_benchmark(benchmark: dict[str, Any], output: Path) -> str:
+    """Save the JSON and return the markdown table."""
+    save_json(benchmark, output)
+    return markdown_table(benchmark)
+

@@ -1,0 +1,100 @@
+"""``imgpipe predict``: label new image files with an exported model.
+
+Files, folders (searched recursively) and glob patterns are accepted. Each image is decoded
+with Pillow to uint8 gray, RGB or RGBA and sent, at its own size, to the exported model's
+serving signature, which converts and resizes it in the graph. A file that cannot be read
+gets its own error line; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from imgpipe.export import latest_version, load_serving
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The outcome for one file: a class with its probability, or an error."""
+
+    path: str
+    class_name: str | None = None
+    label: int | None = None
+    probability: float | None = None
+    error: str | None = None
+
+
+def expand_inputs(inputs: list[str]) -> Iterator[Path]:
+    """Files as given, image files under folders (sorted), and glob matches; missing paths pass through."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif not path.exists() and glob.has_magic(item):
+            yield from (Path(match) for match in sorted(glob.glob(item, recursive=True)))
+        else:
+            yield path
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode one image file to a uint8 array H×W×C with C = 1 (gray), 3 (RGB) or 4 (RGBA)."""
+    with Image.open(path) as image:
+        image.load()
+        mode = {"1": "L", "L": "L", "I;16": "L", "I": "L", "F": "L", "LA": "RGBA", "RGBA": "RGBA"}.get(image.mode)
+        if image.mode == "P":
+            mode = "RGBA" if "transparency" in image.info else "RGB"
+        converted = image.convert(mode or "RGB")
+    pixels = np.asarray(converted, dtype=np.uint8)
+    return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
+
+
+def predict_files(paths: list[Path], version_dir: Path, progress: bool) -> Iterator[Prediction]:
+    """Predict each file in turn; unreadable files yield an error instead of stopping the run."""
+    serve = load_serving(version_dir)
+    for path in tqdm(paths, disable=not progress, unit="image", file=sys.stderr):
+        try:
+            pixels = read_image(path)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+            yield Prediction(str(path), error=f"cannot read {path} as an image ({type(error).__name__}: {error})")
+            continue
+        outputs = serve(images=pixels[np.newaxis])
+        label = int(outputs["label"].numpy()[0])
+        yield Prediction(str(path), class_name=outputs["class_name"].numpy()[0].decode(), label=label,
+                         probability=float(outputs["probabilities"].numpy()[0, label]))
+
+
+def write_prediction(prediction: Prediction, as_json: bool, out: TextIO, err: TextIO) -> None:
+    """One line per file: JSON, or ``path<TAB>class<TAB>probability``; errors go to ``err`` in text mode."""
+    if as_json:
+        record = {key: value for key, value in prediction.__dict__.items() if value is not None}
+        out.write(json.dumps(record) + "\n")
+    elif prediction.error:
+        err.write(f"error: {prediction.error}\n")
+    else:
+        out.write(f"{prediction.path}\t{prediction.class_name}\t{prediction.probability:.4f}\n")
+
+
+def run_predict(inputs: list[str], export_dir: Path, as_json: bool, out: TextIO = sys.stdout,
+                err: TextIO = sys.stderr) -> int:
+    """Predict every input and return the exit code: 0 when all files were predicted, 1 otherwise."""
+    paths = list(expand_inputs(inputs))
+    if not paths:
+        err.write(f"error: no image files found in {' '.join(inputs)}\n")
+        return 1
+    failures = 0
+    for prediction in predict_files(paths, latest_version(export_dir), progress=len(paths) > 20 and err.isatty()):
+        failures += prediction.error is not None
+        write_prediction(prediction, as_json, out, err)
+    return 1 if failures else 0
