@@ -148,6 +148,24 @@ def test_dvc_exp_run_appears_beside_the_baseline(repo: Path) -> None:
     assert "metrics/evaluate/cnn.json" in revision["metrics"]
 
 
+def test_a_queued_grid_runs_two_experiments_in_parallel(repo: Path) -> None:
+    run(["dvc", "commit", "--force", "data.dvc"], repo)          # queued runs check the raw data out of the cache
+    for rate in ("0.001", "0.004"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.cnn.learning_rate={rate}", "-n", f"cnn-lr-{rate}"], repo)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    for _ in range(600):
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(1)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    experiments = {exp.get("name"): exp for row in shown for exp in (row.get("experiments") or [])}
+    for rate in (0.001, 0.004):
+        revision = experiments[f"cnn-lr-{rate}"]["revs"][0]["data"]
+        assert revision["params"]["params.yaml"]["data"]["train"]["cnn"]["learning_rate"] == rate
+        assert 0 < revision["metrics"]["metrics/evaluate/cnn.json"]["data"]["accuracy"] <= 1
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
