@@ -49,7 +49,7 @@ def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
                                             in zip(comparison[key], comparison[f"{key}_ci"], strict=True)]
     table["ECE"] = comparison["ece"].map("{:.3f}".format)
     for key in ("parameters", "epochs", "train_time_s", "images_per_s"):
-        table[key] = comparison[key]
+        table[key] = comparison[key].round().astype(int)
     return table
 
 
@@ -66,7 +66,7 @@ def mcnemar_table(paths: ProjectPaths, model_names: Sequence[str], alpha: float)
     for first, second in itertools.combinations(model_names, 2):
         result = mcnemar(correct[first], correct[second])
         rows.append({"models": f"{first} vs {second}", "only first right": result.only_first_correct,
-                     "only second right": result.only_second_correct, "statistic": round(result.statistic, 3),
+                     "only second right": result.only_second_correct, "statistic": f"{result.statistic:.2f}",
                      "p_value": result.p_value, "test": result.method,
                      "verdict": verdict(first, second, result.only_first_correct, result.only_second_correct,
                                         result.p_value, alpha)})
