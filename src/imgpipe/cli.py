@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def _bench(images: int, warmup_images: int, output: str) -> None:
 
 
 def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")         # keep TensorFlow's C++ start-up notes off the output
     from imgpipe.predict import run_predict                    # TensorFlow loads only for this command
 
     return run_predict(inputs, Path(export_dir) if export_dir else project_paths().export_dir(model), as_json)
