@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-from-lock
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env data browser repro test lab lock status bench verify
+.PHONY: help env data browser sshd repro test lab lock status bench verify
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,7 +33,12 @@ browser: ## Install Debian's Chromium for the report's browser test (as root, wh
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed and cannot be (not root): the browser test will be skipped"
 
-test: data browser ## Set everything up and run the test suite
+sshd: ## Install Debian's OpenSSH server for the SSH-remote test (as root, when it is missing)
+	@command -v /usr/sbin/sshd >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; } || \
+		echo "sshd is not installed and cannot be (not root): the SSH-remote test will be skipped"
+
+test: data browser sshd ## Set everything up and run the test suite
 	python -m pytest
 
 bench: data ## Training speed: naive model.fit vs the pipeline, as a fraction of sgemm (bench/training.json)
