@@ -108,6 +108,8 @@ class TrainParams(_Strict):
 
     seed: int = Field(ge=0)
     deterministic: bool
+    strategy: Literal["default", "mirrored", "multi_worker"] = Field(
+        description="tf.distribute strategy; batch_size is per replica and learning_rate scales with replicas")
     cnn: CnnTrainParams
     rnn: RnnTrainParams
     attention: AttentionTrainParams
@@ -197,7 +199,7 @@ def stage_parameters(params: Params, stage: str, model_name: str | None = None) 
     if stage == "train":
         section = getattr(params.train, model_name).model_dump()
         return {"model_name": model_name, "seed": params.train.seed,
-                "deterministic": params.train.deterministic, **section}
+                "deterministic": params.train.deterministic, "strategy": params.train.strategy, **section}
     if stage == "crossval":
         return {"model_name": model_name, "enabled": params.crossval.enabled and model_name in params.crossval.models,
                 "folds": params.crossval.folds, "seed": params.crossval.seed,

@@ -66,6 +66,9 @@ class ProjectPaths:
     def training_log_dir(self, model_name: str) -> Path:
         return self.root / "dvclive" / "train" / model_name
 
+    def checkpoint_dir(self, model_name: str) -> Path:
+        return self.root / "checkpoints" / model_name
+
     def stage_metrics(self, stage: str) -> Path:
         return self.root / "metrics" / f"{stage}.json"
 

@@ -1,13 +1,19 @@
-"""The train stage: tf.data input pipeline, optimizer and schedule, fit loop, and saved facts."""
+"""The train stage: distribution strategy, tf.data input pipeline, optimizer and schedule, a fit loop that
+resumes after a crash, and saved facts."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -15,10 +21,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from imgpipe.files import load_json, save_json
+from imgpipe.paths import ProjectPaths
 from imgpipe.preprocess import load_dataset
 from imgpipe.split import load_split
 
 LOGGER = logging.getLogger(__name__)
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class TrainingResult:
     best_epoch: int
     wall_time_s: float
     images_per_second: float
+    resumed_at_epoch: int = 1
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -38,6 +49,54 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy: ``default`` (one device), ``mirrored`` (every local GPU) or
+    ``multi_worker`` (the cluster that the ``TF_CONFIG`` environment variable describes).
+
+    Create it before any other TensorFlow work: MultiWorkerMirroredStrategy must start first.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("train.strategy is multi_worker but TF_CONFIG is not set; see the README's "
+                             "'Training on several machines' section.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
+
+
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+    """This process's worker number: 0 for the chief (and for single-process strategies)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return 0
+    return int(resolver.task_id) + (1 if "chief" in resolver.cluster_spec().as_dict() else 0)
+
+
+def output_paths(paths: ProjectPaths, strategy: tf.distribute.Strategy) -> ProjectPaths:
+    """Where this worker writes its model, metrics and curves: the project for the chief, a temporary
+    folder for every other worker (they hold the same model; only the chief's copy is kept)."""
+    index = worker_index(strategy)
+    if index == 0:
+        return paths
+    return ProjectPaths(Path(tempfile.mkdtemp(prefix=f"imgpipe-worker-{index}-")))
+
+
+def checkpoint_dir(paths: ProjectPaths, model_name: str, strategy: tf.distribute.Strategy) -> Path:
+    """Where this worker backs up its training state each epoch (each worker its own folder)."""
+    index = worker_index(strategy)
+    folder = paths.checkpoint_dir(model_name)
+    return folder if index == 0 else folder / f"worker-{index}"
+
+
+def scale_for_replicas(batch_size: int, learning_rate: float, replicas: int) -> tuple[int, float]:
+    """Global batch size and learning rate for ``replicas`` synchronous replicas: ``batch_size`` is per
+    replica, and the rate grows linearly with the global batch (Goyal et al., 2017)."""
+    return batch_size * replicas, learning_rate * replicas
 
 
 def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -63,23 +122,87 @@ def _augmenter(image_shape: tuple[int, ...], horizontal_flip: bool, crop_padding
     return augment
 
 
+def _augments(augment: dict[str, Any] | None) -> bool:
+    return bool(augment and (augment["horizontal_flip"] or augment["crop_padding"]))
+
+
+def _model_inputs(num_classes: int):
+    return lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes))
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """In-memory data has no files to shard: multi-worker training splits it batch by batch."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int,
                  training: bool, augment: dict[str, Any] | None = None) -> tf.data.Dataset:
     """In-memory tf.data pipeline: (shuffle) → batch → float images, one-hot labels → (augment) → prefetch.
 
-    Shuffling and augmentation are stateless functions of ``seed`` and the batch number,
-    so the same seed gives the same batches on every run.
+    Shuffling and augmentation are seeded, so the same seed gives the same batches in every fresh
+    process. For training that can resume mid-run, use :class:`EpochBatches` instead.
     """
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
-                                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if training and augment and (augment["horizontal_flip"] or augment["crop_padding"]):
+    dataset = dataset.batch(batch_size).map(_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE,
+                                            deterministic=True)
+    if training and _augments(augment):
         augment_batch = _augmenter(images.shape[1:], augment["horizontal_flip"], augment["crop_padding"], seed)
         dataset = dataset.enumerate().map(lambda step, batch: augment_batch(*batch, tf.cast(step, tf.int32)),
                                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+@dataclass(frozen=True, eq=False)
+class EpochBatches:
+    """Training batches whose order and augmentation in epoch ``e`` are a pure function of ``(seed, e)``.
+
+    A run resumed at epoch ``e`` therefore sees exactly the batches an uninterrupted run sees there.
+    """
+
+    images: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    num_classes: int
+    batch_size: int
+    seed: int
+    augment: dict[str, Any] | None = None
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        return steps_per_epoch(len(self.labels), self.batch_size)
+
+    def digest(self) -> str:
+        """A checksum of the data and of everything that orders and augments it."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
+        digest.update(np.ascontiguousarray(self.labels).tobytes())
+        digest.update(json.dumps([self.num_classes, self.batch_size, self.seed, self.augment]).encode())
+        return digest.hexdigest()
+
+    def from_epoch(self, first_epoch: int) -> tf.data.Dataset:
+        """Every batch from epoch ``first_epoch`` (0-based) on, endlessly; ``fit`` takes ``steps`` per epoch."""
+        images, labels, steps = tf.constant(self.images), tf.constant(self.labels), self.steps
+        seed = tf.constant(self.seed, tf.int64)
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = tf.random.experimental.stateless_shuffle(tf.range(len(self.labels)), seed=tf.stack([seed, epoch]))
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(self.batch_size).enumerate()
+            return batches.map(lambda step, rows: (tf.gather(images, rows), tf.gather(labels, rows),
+                                                   tf.cast(epoch * steps + step, tf.int32)))
+
+        dataset = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches)
+        to_inputs = _model_inputs(self.num_classes)
+        if _augments(self.augment):
+            augment_batch = _augmenter(self.images.shape[1:], self.augment["horizontal_flip"],
+                                       self.augment["crop_padding"], self.seed)
+            prepare = lambda x, y, step: augment_batch(*to_inputs(x, y), step)  # noqa: E731
+        else:
+            prepare = lambda x, y, step: to_inputs(x, y)  # noqa: E731
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float, schedule: str, warmup_epochs: int,
@@ -106,24 +229,159 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, lab
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
-def fit(model: keras.Model, train: tf.data.Dataset, val: tf.data.Dataset, epochs: int, train_images: int,
-        patience: int, callbacks: list[keras.callbacks.Callback]) -> TrainingResult:
-    """Fit, optionally stopping early on validation accuracy and restoring the best weights."""
+class TrainingBackup(keras.callbacks.Callback):
+    """Backs up the training state after every epoch and restores it on the next run.
+
+    Like ``keras.callbacks.BackupAndRestore`` (weights, optimizer state with its step count, epoch),
+    plus: every epoch's logs, so the history and the DVCLive curves of a resumed run are whole; a
+    fingerprint of model, optimizer, data and epochs, so a backup from other settings is discarded, not
+    used; atomic writes, so a kill mid-save leaves the previous epoch's backup intact. The backup files
+    are removed when training finishes; the folder itself stays (dvc.yaml declares it).
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, directory: Path, fingerprint: str) -> None:
+        super().__init__()
+        self.directory = directory
+        self.fingerprint = fingerprint
+        self.epoch_logs: list[dict[str, float]] = []
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last backup into ``model`` if it matches; return the number of completed epochs."""
+        state_file = self.directory / self.STATE
+        if not state_file.is_file():
+            return 0
+        state = load_json(state_file)
+        if state["fingerprint"] != self.fingerprint:
+            LOGGER.warning("discarding the training backup in %s: it was made with other settings or data",
+                           self.directory)
+            self.remove()
+            return 0
+        with model.distribute_strategy.scope():
+            if not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(self.directory / state["weights"])
+            for variable, value in zip(_seed_states(model), state["seed_states"], strict=True):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+        self.epoch_logs = state["epoch_logs"]
+        return len(self.epoch_logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_logs.append({key: float(value) for key, value in (logs or {}).items()})
+        self.directory.mkdir(parents=True, exist_ok=True)
+        weights = f"epoch-{epoch + 1}.weights.h5"
+        partial = self.directory / f"epoch-{epoch + 1}.partial.weights.h5"
+        self.model.save_weights(partial, overwrite=True)
+        partial.replace(self.directory / weights)
+        seed_states = [variable.numpy().tolist() for variable in _seed_states(self.model)]
+        save_json({"fingerprint": self.fingerprint, "weights": weights, "epoch_logs": self.epoch_logs,
+                   "seed_states": seed_states}, self.directory / self.STATE)
+        self._remove_weights(keep=weights)
+        LOGGER.info("backed up epoch %d in %s", epoch + 1, self.directory)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Delete the backup files, leaving the folder."""
+        (self.directory / self.STATE).unlink(missing_ok=True)
+        self._remove_weights(keep=None)
+
+    def _remove_weights(self, keep: str | None) -> None:
+        for stale in self.directory.glob("epoch-*.h5"):
+            if stale.name != keep:
+                stale.unlink(missing_ok=True)
+
+
+def _seed_states(model: keras.Model) -> list[keras.Variable]:
+    """The random-number state of dropout and other random layers, which Keras's weight files leave out."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+
+
+def training_fingerprint(model: keras.Model, batches: EpochBatches, epochs: int) -> str:
+    """A checksum of everything that decides a training run's result."""
+    settings = json.dumps([model.to_json(), keras.optimizers.serialize(model.optimizer), batches.digest(), epochs,
+                           model.distribute_strategy.num_replicas_in_sync], sort_keys=True, default=str)
+    return hashlib.sha256(settings.encode()).hexdigest()
+
+
+def fit(model: keras.Model, train: EpochBatches | tf.data.Dataset, val: tf.data.Dataset, epochs: int,
+        train_images: int, patience: int, callbacks: list[keras.callbacks.Callback],
+        backup_dir: Path | None = None) -> TrainingResult:
+    """Fit, optionally stopping early on validation accuracy and restoring the best weights.
+
+    With ``EpochBatches`` and a ``backup_dir``, the state is backed up after every epoch and a killed run
+    resumes after its last completed epoch, with the same result as an uninterrupted run (early
+    stopping's patience count excepted: it restarts at the resumed epoch).
+    """
     callbacks = list(callbacks)
+    backup, first_epoch, steps = None, 0, None
+    if isinstance(train, EpochBatches):
+        steps = train.steps
+        if backup_dir is not None:
+            backup = TrainingBackup(backup_dir, training_fingerprint(model, train, epochs))
+            first_epoch = backup.restore(model)
+            _replay(callbacks, model, backup.epoch_logs)
+        train = train.from_epoch(first_epoch)
+    if first_epoch:
+        LOGGER.info("resuming at epoch %d of %d from the backup in %s", first_epoch + 1, epochs, backup_dir)
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience,
                                                        restore_best_weights=True))
     started = time.perf_counter()
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False)
+    with _multi_worker_fit(model):
+        history = model.fit(train, validation_data=val, epochs=epochs, initial_epoch=first_epoch,
+                            steps_per_epoch=steps, callbacks=callbacks + ([backup] if backup else []), verbose=2,
+                            shuffle=False)
     wall_time = time.perf_counter() - started
-    val_accuracy = history.history["val_accuracy"]
-    epochs_run = len(val_accuracy)
-    best_epoch = int(np.argmax(val_accuracy)) + 1
-    return TrainingResult(
-        history={key: [float(v) for v in values] for key, values in history.history.items()},
-        epochs_run=epochs_run, best_epoch=best_epoch, wall_time_s=wall_time,
-        images_per_second=train_images * epochs_run / wall_time,
-    )
+    logs = backup.epoch_logs if backup else [dict(zip(history.history, values))
+                                             for values in zip(*history.history.values())]
+    return _result(logs, wall_time, train_images * (len(logs) - first_epoch), first_epoch)
+
+
+@contextlib.contextmanager
+def _multi_worker_fit(model: keras.Model) -> Iterator[None]:
+    """Let Keras 3 ``fit`` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Keras 3.15 fails there twice: its symbolic build averages a distributed batch with a reduce the
+    collective strategy rejects, and it averages each step's scalar logs along an axis they lack. So the
+    optimizer is built up front, the strategy comes from the enclosing scope instead of the model (which
+    skips the symbolic build), and every step log gets a length-1 axis. Other strategies are untouched.
+    """
+    strategy = model.distribute_strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+    with strategy.scope():
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+        setattr(model, name, lambda data, step=step: {key: tf.reshape(value, [1]) for key, value in step(data).items()})
+    model._distribute_strategy = None
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        model._distribute_strategy = strategy
+        del model.train_step, model.test_step
+
+
+def _replay(callbacks: list[keras.callbacks.Callback], model: keras.Model, epoch_logs: list[dict[str, float]]) -> None:
+    """Show the restored epochs to the callbacks (DVCLive), so their record starts at epoch 1."""
+    for callback in callbacks:
+        callback.set_model(model)
+        for epoch, logs in enumerate(epoch_logs):
+            callback.on_epoch_end(epoch, dict(logs))
+
+
+def _result(epoch_logs: list[dict[str, float]], wall_time: float, images_trained: int,
+            first_epoch: int) -> TrainingResult:
+    history = {key: [float(logs[key]) for logs in epoch_logs] for key in epoch_logs[0]}
+    return TrainingResult(history=history, epochs_run=len(epoch_logs),
+                          best_epoch=int(np.argmax(history["val_accuracy"])) + 1, wall_time_s=wall_time,
+                          images_per_second=images_trained / wall_time, resumed_at_epoch=first_epoch + 1)
 
 
 def steps_per_epoch(num_images: int, batch_size: int) -> int:
@@ -161,8 +419,7 @@ def training_facts(model: keras.Model, result: TrainingResult, params: dict[str,
         "wall_time_s": round(result.wall_time_s, 2),
         "images_per_second": round(result.images_per_second, 1),
         "parameters": int(model.count_params()),
-        "batch_size": params["batch_size"],
-        "optimizer": params["optimizer"],
+        **params,
     }
 
 
