@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed-from-lock
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env data browser sshd repro test lab lock status bench verify
+.PHONY: help env data browser sshd repro test lab lock status bench bench-preprocess verify
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: data browser sshd ## Set everything up and run the test suite
 
 bench: data ## Training speed: naive model.fit vs the pipeline, as a fraction of sgemm (bench/training.json)
 	imgpipe bench
+
+bench-preprocess: env ## Preprocessing speed and peak memory on 20,000 generated JPEGs (bench/preprocess.json)
+	imgpipe bench-preprocess
 
 verify: data ## Rerun the committed study from scratch in a temporary clone and print every metric that differs
 	imgpipe verify

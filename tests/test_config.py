@@ -41,7 +41,7 @@ def test_invalid_value_is_named(raw_params: dict, path: tuple, value: object, ex
     with pytest.raises(ParamsError) as error:
         validate_params(broken, Path("params.yaml"))
     assert expected in str(error.value)
-    assert str(error.value).startswith("params.yaml: key")
+    assert str(error.value).startswith(("params.yaml: key", "params.yaml: section"))
 
 
 def test_misspelled_and_missing_keys_are_named(raw_params: dict) -> None:

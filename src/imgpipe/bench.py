@@ -32,7 +32,7 @@ from imgpipe import MODEL_NAMES, models, train
 from imgpipe.config import load_params
 from imgpipe.files import save_json
 from imgpipe.paths import ProjectPaths
-from imgpipe.preprocess import load_raw_idx
+from imgpipe.preprocess import read_idx_images
 
 LOGGER = logging.getLogger(__name__)
 NAIVE_BATCH_SIZE = 128
@@ -165,8 +165,7 @@ def run_benchmark(paths: ProjectPaths, images: int, warmup_images: int) -> dict[
     ``train.deterministic`` is on (the default) those are the pipeline's figures.
     """
     params = load_params(paths.params).model_dump()
-    dataset = load_raw_idx(paths.raw_data)
-    x, y = dataset.images[:images], dataset.labels[:images]
+    x, y = read_idx_images(paths.raw_data / "train-images-idx3-ubyte.gz", images)
     ceiling = sgemm_flops_per_second()
     LOGGER.info("sgemm ceiling: %.1f GFLOP/s", ceiling / 1e9)
     naive = _measure_all(params, x, y, warmup_images, pipeline=False)

@@ -1,4 +1,5 @@
-"""Command line: ``imgpipe fetch-data``, ``check-params``, ``run STAGE [MODEL]``, ``predict``, ``bench``, ``verify``."""
+"""Command line: ``imgpipe fetch-data``, ``check-params``, ``run STAGE [MODEL]``, ``predict``, ``bench``,
+``bench-preprocess``, ``make-folder-dataset``, ``verify``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--images", type=int, default=12800, help="training images per measurement")
     bench.add_argument("--warmup-images", type=int, default=1280, help="images trained before timing starts")
     bench.add_argument("--output", default="bench/training.json", help="where the JSON results go")
+    prep = commands.add_parser("bench-preprocess", help="decoding speed and peak memory on generated JPEGs")
+    prep.add_argument("--images", type=int, default=20000, help="JPEGs to generate and preprocess")
+    prep.add_argument("--image-size", type=int, default=64, help="side of the square images they are brought to")
+    prep.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    prep.add_argument("--output", default="bench/preprocess.json", help="where the JSON results go")
+    shapes = commands.add_parser("make-folder-dataset", help="write a folder dataset of shapes to try a folder source")
+    shapes.add_argument("folder", help="where the class folders go, e.g. data/raw/shapes")
+    shapes.add_argument("--per-class", type=int, default=300, help="images per class")
+    shapes.add_argument("--with-broken-files", action="store_true", help="add one broken file of every kind")
     verify = commands.add_parser("verify", help="rerun the committed study from scratch and diff its metrics")
     verify.add_argument("--keep", action="store_true", help="keep the temporary rerun for inspection")
     return parser
@@ -55,6 +65,21 @@ def _bench(images: int, warmup_images: int, output: str) -> None:
     paths = project_paths()
     table = write_benchmark(run_benchmark(paths, images, warmup_images), paths.root / output)
     sys.stdout.write(table + "\n")
+
+
+def _bench_preprocess(images: int, image_size: int, workers: list[int], output: str) -> None:
+    from imgpipe.bench_preprocess import run_benchmark, write_benchmark
+
+    table = write_benchmark(run_benchmark(images, image_size, workers), project_paths().root / output)
+    sys.stdout.write(table + "\n")
+
+
+def _make_folder_dataset(folder: str, per_class: int, with_broken_files: bool) -> None:
+    from imgpipe import synthetic
+
+    count = synthetic.write_shapes_dataset(Path(folder), per_class)
+    broken = synthetic.write_broken_files(Path(folder)) if with_broken_files else {}
+    LOGGER.info("wrote %d images and %d broken files under %s", count, len(broken), folder)
 
 
 def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None) -> int:
@@ -93,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args.keep)
         elif args.command == "bench":
             _bench(args.images, args.warmup_images, args.output)
+        elif args.command == "bench-preprocess":
+            _bench_preprocess(args.images, args.image_size, args.workers, args.output)
+        elif args.command == "make-folder-dataset":
+            _make_folder_dataset(args.folder, args.per_class, args.with_broken_files)
         else:
             _run_stage(args.stage, args.model)
     except (ParamsError, DataFetchError, StageFailed, FileNotFoundError) as error:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from imgpipe import MODEL_NAMES
+from imgpipe.shapes import input_size_problem
 
 
 class ParamsError(ValueError):
@@ -25,18 +26,52 @@ class _Strict(BaseModel):
 
 
 class PreprocessParams(_Strict):
-    """How raw images are decoded and cleaned."""
+    """Where the raw images come from, the shape they are brought to, and how they are cleaned."""
 
+    source: Literal["idx", "folder", "csv"] = Field(
+        description="idx: MNIST-format IDX files; folder: one sub-folder per class; csv: a manifest of path,label")
+    path: str = Field(min_length=1, description="under data/raw: the IDX folder, the class-folder root or the CSV")
+    class_names: list[str] = Field(description="idx only: names of labels 0..K-1; [] names them by number")
+    image_size: list[int] = Field(min_length=2, max_length=2, description="[height, width]; [0, 0] keeps the source size")
+    channels: Literal[0, 1, 3] = Field(description="1 gray, 3 RGB, 0 keeps the source channels")
+    resize: Literal["stretch", "pad", "crop"]
+    min_side: int = Field(ge=1, description="images with a shorter side are dropped as too small")
+    max_pixels: int = Field(ge=1, description="images with more pixels are dropped (decompression bombs)")
+    min_images_per_class: int = Field(ge=1, description="fewer kept images in a class is an error naming it")
     blank_max_std: float = Field(ge=0.0, description="images whose pixel std is at most this are blank")
+    drop_exact_duplicates: bool
     drop_conflicting_duplicates: bool
+    workers: int = Field(ge=0, description="decoding processes; 0 = one per CPU core")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PreprocessParams":
+        if any(side != 0 and side < 4 for side in self.image_size) or (0 in self.image_size) != (
+                self.image_size == [0, 0]):
+            raise ValueError(f"image_size={self.image_size} must be [0, 0] (keep) or two sides of at least 4 pixels")
+        if self.source != "idx" and (self.image_size == [0, 0] or self.channels == 0):
+            raise ValueError(f"source={self.source!r} needs an explicit image_size and channels (1 or 3), "
+                             f"found image_size={self.image_size}, channels={self.channels}")
+        path = Path(self.path)
+        if path.is_absolute() or ".." in path.parts or path.parts[:2] != ("data", "raw"):
+            raise ValueError(f"path={self.path!r} must lie under data/raw (the folder data.dvc tracks and the "
+                             "preprocess stage depends on)")
+        return self
 
 
 class SplitParams(_Strict):
-    """How the official training set is divided into train and validation."""
+    """How the images are divided into train, validation and test."""
 
     val_fraction: float = Field(gt=0.0, lt=1.0)
+    test_fraction: float = Field(gt=0.0, lt=1.0, description="only for sources without an official test set")
     seed: int = Field(ge=0)
     limit_per_class: int = Field(ge=0, description="0 keeps every image; otherwise at most this many per class and part")
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_images(self) -> "SplitParams":
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} "
+                             "must stay below 1 to leave images for training")
+        return self
 
 
 class AugmentParams(_Strict):
@@ -160,9 +195,22 @@ class Params(_Strict):
     export: ExportParams
     report: ReportParams
 
+    @model_validator(mode="after")
+    def _image_size_fits_every_model(self) -> "Params":
+        height, width = self.preprocess.image_size
+        for model_name in MODEL_NAMES:
+            if height and (problem := input_size_problem(
+                    model_name, getattr(self.train, model_name).architecture.model_dump(), height, width)):
+                raise ValueError(f"preprocess.image_size={self.preprocess.image_size}: {problem} "
+                                 f"(train.{model_name}.architecture)")
+        return self
+
 
 def _describe(error: dict[str, Any], source: Path) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "value_error" and isinstance(error.get("input"), dict):
+        # A rule across several keys of one section: the message names the keys and values itself.
+        return f"{source}: section '{key}': {error['msg'].removeprefix('Value error, ')}."
     if error["type"] == "missing":
         return f"{source}: key '{key}' is missing."
     if error["type"] == "extra_forbidden":

@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from imgpipe import evaluate, models, train
-from imgpipe.preprocess import load_dataset
+from imgpipe.dataset import load_dataset
 from imgpipe.split import load_split
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from imgpipe.preprocess import load_dataset
+from imgpipe.dataset import load_dataset
 from imgpipe.split import load_split
 from imgpipe.statistics import bootstrap_intervals, expected_calibration_error
 from imgpipe.statistics import calibration_bins as calibration_table

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from imgpipe.shapes import input_size_problem
+
 
 @keras.saving.register_keras_serializable(package="imgpipe")
 class PositionEmbedding(layers.Layer):
@@ -126,6 +128,8 @@ def attention_scores_model(model: keras.Model) -> keras.Model:
 def build_model(model_name: str, input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
                 std: Sequence[float], architecture: dict, dropout: float, l2: float) -> keras.Model:
     """Dispatch to the builder of one family with its architecture parameters."""
+    if problem := input_size_problem(model_name, architecture, input_shape[0], input_shape[1]):
+        raise ValueError(f"{problem}; set preprocess.image_size larger or use fewer downsampling steps.")
     common = {"input_shape": input_shape, "num_classes": num_classes, "mean": mean, "std": std,
               "dropout": dropout, "l2": l2}
     if model_name == "cnn":

@@ -144,7 +144,7 @@ def data_counts(paths: ProjectPaths) -> dict[str, int]:
     """Images kept by cleaning and in each part of the split."""
     cleaning = load_json(paths.stage_metrics("preprocess"))
     split = load_json(paths.stage_metrics("split"))
-    return {"raw images": cleaning["input_images"], "dropped by cleaning": cleaning["dropped_images"],
+    return {"raw files": cleaning["input_files"], "dropped by cleaning": cleaning["dropped_images"],
             **{part.replace("_", " "): count for part, count in split.items()}}
 
 

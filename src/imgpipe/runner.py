@@ -35,6 +35,8 @@ STAGE_NOTEBOOKS: dict[str, str] = {
 }
 TEMPLATES = Path(__file__).parent / "templates"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Errors about the user's data or params: their message says everything, a traceback would only bury it.
+USER_ERRORS = frozenset({"DataError", "IdxFormatError", "ParamsError"})
 
 
 class StageFailed(RuntimeError):
@@ -61,9 +63,9 @@ def execute_stage(paths: ProjectPaths, stage: str, model_name: str | None = None
         papermill.execute_notebook(str(source), str(executed), parameters=parameters, cwd=str(paths.root),
                                    kernel_name="python3", progress_bar=False, log_output=True)
     except PapermillExecutionError as error:
-        traceback = _ANSI.sub("", "\n".join(error.traceback))
+        traceback = "" if error.ename in USER_ERRORS else _ANSI.sub("", "\n".join(error.traceback)) + "\n"
         raise StageFailed(f"stage {executed_name(stage, model_name)} failed in cell {error.exec_count} of "
-                          f"{source}: {error.ename}: {error.evalue}\n{traceback}\n"
+                          f"{source}: {error.ename}: {error.evalue}\n{traceback}"
                           f"(the partly executed notebook is {executed})") from None
     return executed
 

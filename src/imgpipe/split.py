@@ -1,4 +1,4 @@
-"""Train / validation / test split: the official test set stays the test set."""
+"""Train / validation / test split: an official test set stays the test set; otherwise one is held out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from imgpipe.preprocess import ORIGIN_TEST, ORIGIN_TRAIN
+from imgpipe.dataset import ORIGIN_TEST, ORIGIN_TRAIN
 
 
 @dataclass(frozen=True)
@@ -29,16 +29,20 @@ def limit_per_class(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int)
     return np.sort(np.concatenate(kept))
 
 
-def split_dataset(labels: np.ndarray, origin: np.ndarray, val_fraction: float, seed: int,
+def split_dataset(labels: np.ndarray, origin: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
                   limit: int = 0) -> SplitIndices:
-    """Stratified validation split of the official training rows; official test rows are the test set.
+    """Stratified train / validation (/ test) split; an official test set, when the source has one, stays the test set.
 
-    ``limit`` caps the images per class in each part, for quick experiments and tests.
+    Sources without one (class folders, manifests) hold out ``test_fraction`` of every class as
+    the test set first. ``limit`` caps the images per class in each part, for quick runs and tests.
     """
+    test = np.flatnonzero(origin == ORIGIN_TEST)
     train_rows = np.flatnonzero(origin == ORIGIN_TRAIN)
+    if not len(test):
+        train_rows, test = train_test_split(train_rows, test_size=test_fraction, random_state=seed,
+                                            stratify=labels[train_rows])
     train, val = train_test_split(train_rows, test_size=val_fraction, random_state=seed,
                                   stratify=labels[train_rows])
-    test = np.flatnonzero(origin == ORIGIN_TEST)
     return SplitIndices(*(limit_per_class(np.sort(rows), labels, limit, seed) for rows in (train, val, test)))
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from imgpipe.dataset import load_dataset
 from imgpipe.files import load_json, save_json
 from imgpipe.paths import ProjectPaths
-from imgpipe.preprocess import load_dataset
 from imgpipe.split import load_split
 
 LOGGER = logging.getLogger(__name__)
