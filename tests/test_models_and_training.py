@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from imgpipe import models, train
 
@@ -49,6 +50,24 @@ def test_dataset_is_deterministic_under_a_seed(stripes: tuple[np.ndarray, np.nda
     assert first_batch(5).shape == (16, 12, 12, 1)
     np.testing.assert_array_equal(first_batch(5), first_batch(5))
     assert not np.array_equal(first_batch(5), first_batch(6))
+
+
+def test_random_erasing_zeroes_one_rectangle_per_chosen_image_deterministically() -> None:
+    images = tf.constant(np.full((64, 20, 20, 1), 200.0, np.float32))
+    labels = tf.zeros((64, 3))
+    off = {"horizontal_flip": False, "crop_padding": 0, "random_erasing": 0.0}
+    on = {**off, "random_erasing": 0.5}
+    erased = train._augmenter(on, seed=3)(images, labels, 7)[0].numpy()
+    assert np.array_equal(erased, train._augmenter(on, seed=3)(images, labels, 7)[0].numpy())
+    assert not np.array_equal(erased, train._augmenter(on, seed=3)(images, labels, 8)[0].numpy())
+    zeroed = (erased == 0).reshape(64, -1).mean(axis=1)
+    touched = zeroed > 0
+    assert 16 <= touched.sum() <= 48                                  # about half of the images
+    assert np.all(zeroed[touched] <= 0.30) and np.all(zeroed[touched] >= 0.01)   # 2–25% of the area, rounded
+    for image in erased[touched, ..., 0]:                             # one axis-aligned rectangle
+        rows, cols = np.nonzero(image == 0)
+        assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == len(rows)
+    assert train._augmenter(off, seed=3)(images, labels, 7)[0].numpy().min() == 200.0
 
 
 def test_channel_statistics_per_channel() -> None:

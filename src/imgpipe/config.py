@@ -79,6 +79,7 @@ class AugmentParams(_Strict):
 
     horizontal_flip: bool
     crop_padding: int = Field(ge=0, le=16, description="pixels of zero padding before a random crop back to size")
+    random_erasing: float = Field(ge=0.0, le=1.0, description="share of images that get one random rectangle zeroed")
 
 
 class CnnArchitecture(_Strict):

@@ -2,6 +2,7 @@
 
 Each model takes raw pixel values (0..255, any H×W×C) and normalizes them itself with
 statistics computed on the training split, so an exported model needs no preprocessing.
+The softmax output is float32 even under a mixed-precision policy (GPU training).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def build_cnn(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[flo
     x = layers.Dropout(dropout, name="flatten_dropout")(x)
     x = layers.Dense(dense_units, activation="relu", kernel_regularizer=_regularizer(l2), name="dense")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="cnn")
 
 
@@ -74,7 +75,7 @@ def build_rnn(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[flo
         rnn = recurrent(units, return_sequences=not last, kernel_regularizer=_regularizer(l2), name=f"{cell}{index}")
         x = layers.Bidirectional(rnn, name=f"bi_{cell}{index}")(x) if bidirectional else rnn(x)
         x = layers.Dropout(dropout, name=f"dropout{index}")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="rnn")
 
 
@@ -113,7 +114,7 @@ def build_attention(input_shape: tuple[int, ...], num_classes: int, mean: Sequen
     x = layers.LayerNormalization(name="head_norm")(x)
     x = layers.GlobalAveragePooling1D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="attention")
 
 

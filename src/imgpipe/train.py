@@ -51,6 +51,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def use_mixed_precision_on_gpu() -> str:
+    """float16 compute with float32 weights when a GPU is present (Tensor Cores), float32 otherwise; the policy."""
+    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy: ``default`` (one device), ``mirrored`` (every local GPU) or
     ``multi_worker`` (the cluster that the ``TF_CONFIG`` environment variable describes).
@@ -106,24 +113,46 @@ def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
     return pixels.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
-def _augmenter(image_shape: tuple[int, ...], horizontal_flip: bool, crop_padding: int, seed: int):
-    height, width, _ = image_shape
+def _erase(images: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
+    """Random erasing (Zhong et al., 2020): with ``probability``, zero one rectangle of 2–25% of each image."""
+    height, width = images.shape[1], images.shape[2]
+    draws = tf.random.stateless_uniform([tf.shape(images)[0], 5], seed=seed)
+    area = (0.02 + 0.23 * draws[:, 0]) * height * width
+    aspect = tf.exp(math.log(0.3) + draws[:, 1] * 2 * math.log(1 / 0.3))      # 0.3 … 3.3, log-uniform
+    half_height = tf.minimum(tf.sqrt(area * aspect), height) / 2
+    half_width = tf.minimum(tf.sqrt(area / aspect), width) / 2
+    centre_row, centre_col = draws[:, 2] * height, draws[:, 3] * width
+    rows = tf.range(height, dtype=tf.float32)[tf.newaxis, :, tf.newaxis] + 0.5
+    cols = tf.range(width, dtype=tf.float32)[tf.newaxis, tf.newaxis, :] + 0.5
+    inside = ((tf.abs(rows - centre_row[:, None, None]) <= half_height[:, None, None])
+              & (tf.abs(cols - centre_col[:, None, None]) <= half_width[:, None, None])
+              & (draws[:, 4] < probability)[:, None, None])
+    return tf.where(inside[..., tf.newaxis], tf.zeros_like(images), images)
 
-    def augment(images: tf.Tensor, labels: tf.Tensor, batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        seeds = tf.random.experimental.stateless_split(tf.stack([batch_seed, seed]), num=2)
+
+def _augmenter(augment: dict[str, Any], seed: int):
+    """Label-preserving batch augmentation, a pure function of (``seed``, batch number)."""
+    crop_padding, horizontal_flip = augment["crop_padding"], augment["horizontal_flip"]
+    erasing = augment.get("random_erasing", 0.0)
+
+    def augment_batch(images: tf.Tensor, labels: tf.Tensor, batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        seeds = tf.random.experimental.stateless_split(tf.stack([batch_seed, seed]), num=3)
         if crop_padding:
             padded = tf.pad(images, [[0, 0], [crop_padding] * 2, [crop_padding] * 2, [0, 0]])
             images = tf.image.stateless_random_crop(padded, tf.shape(images), seed=seeds[0])
         if horizontal_flip:
             flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seeds[1]) < 0.5
             images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+        if erasing:
+            images = _erase(images, erasing, seeds[2])
         return images, labels
 
-    return augment
+    return augment_batch
 
 
 def _augments(augment: dict[str, Any] | None) -> bool:
-    return bool(augment and (augment["horizontal_flip"] or augment["crop_padding"]))
+    return bool(augment and (augment["horizontal_flip"] or augment["crop_padding"]
+                             or augment.get("random_erasing", 0.0)))
 
 
 def _model_inputs(num_classes: int):
@@ -150,7 +179,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch
     dataset = dataset.batch(batch_size).map(_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
     if training and _augments(augment):
-        augment_batch = _augmenter(images.shape[1:], augment["horizontal_flip"], augment["crop_padding"], seed)
+        augment_batch = _augmenter(augment, seed)
         dataset = dataset.enumerate().map(lambda step, batch: augment_batch(*batch, tf.cast(step, tf.int32)),
                                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
@@ -196,8 +225,7 @@ class EpochBatches:
         dataset = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches)
         to_inputs = _model_inputs(self.num_classes)
         if _augments(self.augment):
-            augment_batch = _augmenter(self.images.shape[1:], self.augment["horizontal_flip"],
-                                       self.augment["crop_padding"], self.seed)
+            augment_batch = _augmenter(self.augment, self.seed)
             prepare = lambda x, y, step: augment_batch(*to_inputs(x, y), step)  # noqa: E731
         else:
             prepare = lambda x, y, step: to_inputs(x, y)  # noqa: E731
