@@ -131,12 +131,12 @@ def pipeline_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: d
     optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
                                      settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"], steps)
     train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
-    warmup = train.make_dataset(x[:warmup_images], y[:warmup_images], num_classes, settings["batch_size"], seed,
-                                training=True, augment=settings["augment"])
-    model.fit(warmup, epochs=1, verbose=0)
-    dataset = train.make_dataset(x, y, num_classes, settings["batch_size"], seed, training=True,
-                                 augment=settings["augment"])
-    return _images_per_second(lambda: model.fit(dataset, epochs=1, verbose=0), len(y))
+    warmup = train.EpochBatches(x[:warmup_images], y[:warmup_images], num_classes, settings["batch_size"], seed,
+                                settings["augment"])
+    model.fit(warmup.from_epoch(0), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
+    batches = train.EpochBatches(x, y, num_classes, settings["batch_size"], seed, settings["augment"])
+    return _images_per_second(
+        lambda: model.fit(batches.from_epoch(0), epochs=1, steps_per_epoch=batches.steps, verbose=0), len(y))
 
 
 def _build(model_name: str, x: np.ndarray, num_classes: int, settings: dict[str, Any]) -> keras.Model:
@@ -177,7 +177,7 @@ def run_benchmark(paths: ProjectPaths, images: int, warmup_images: int) -> dict[
     results = []
     for model_name in MODEL_NAMES:
         settings = params["train"][model_name]
-        model = _build(model_name, x, len(dataset.class_names), settings)
+        model = _build(model_name, x, int(y.max()) + 1, settings)
         training_flops = TRAINING_FLOPS_PER_FORWARD_FLOP * forward_flops_per_image(model)
         fast = fixed.get(model_name, free[model_name])
         results.append(FamilyResult(
