@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
@@ -43,6 +45,12 @@ def metric_differences(name: str, expected: Any, found: Any) -> list[str]:
         if before.get(key, "(absent)") != after.get(key, "(absent)"):
             lines.append(f"{name}: {key} was {before.get(key, '(absent)')!r}, now {after.get(key, '(absent)')!r}")
     return lines
+
+
+def project_tools_environment() -> dict[str, str]:
+    """This environment with the interpreter's bin folder first on PATH, so `dvc` and the stages'
+    `imgpipe` are the project's own even when the virtual environment is not activated."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def locked_checksums(lock: dict[str, Any]) -> dict[str, str]:
@@ -91,7 +99,7 @@ def rerun_committed(root: Path, workspace: Path) -> Path:
     subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
     shutil.copytree(root / "data" / "raw", clone / "data" / "raw")
     LOGGER.info("reproducing the committed study in %s (this is a full run)", clone)
-    subprocess.run(["dvc", "repro"], cwd=clone, check=True)
+    subprocess.run(["dvc", "repro"], cwd=clone, check=True, env=project_tools_environment())
     return clone
 
 
