@@ -48,22 +48,23 @@ def assert_stopped_cleanly(project: Path, expected: str) -> str:
     return message
 
 
+def _parent_and_key(params: dict, path: str) -> tuple[dict, str]:
+    *parents, key = path.split(".")
+    for parent in parents:
+        params = params[parent]
+    return params, key
+
+
 def _set(path: str, value: object) -> callable:
     def edit(params: dict) -> None:
-        *parents, key = path.split(".")
-        section = params
-        for parent in parents:
-            section = section[parent]
+        section, key = _parent_and_key(params, path)
         section[key] = value
     return edit
 
 
 def _drop(path: str) -> callable:
     def edit(params: dict) -> None:
-        *parents, key = path.split(".")
-        section = params
-        for parent in parents:
-            section = section[parent]
+        section, key = _parent_and_key(params, path)
         del section[key]
     return edit
 

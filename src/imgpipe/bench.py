@@ -127,14 +127,14 @@ def pipeline_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: d
                    seed: int, warmup_images: int) -> float:
     """Images/s of the pipeline's training path with the family's own settings from params.yaml."""
     num_classes = int(y.max()) + 1
-    steps = train.steps_per_epoch(len(y), settings["batch_size"])
-    optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
-                                     settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"], steps)
-    train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
     warmup = train.EpochBatches(x[:warmup_images], y[:warmup_images], num_classes, settings["batch_size"], seed,
                                 settings["augment"])
-    model.fit(warmup.from_epoch(0), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
     batches = train.EpochBatches(x, y, num_classes, settings["batch_size"], seed, settings["augment"])
+    optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
+                                     settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"],
+                                     batches.steps)
+    train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
+    model.fit(warmup.from_epoch(0), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
     return _images_per_second(
         lambda: model.fit(batches.from_epoch(0), epochs=1, steps_per_epoch=batches.steps, verbose=0), len(y))
 

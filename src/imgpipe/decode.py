@@ -14,6 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -128,13 +129,8 @@ def decode_files(paths: Sequence[Path], settings: DecodeSettings, workers: int) 
         return
     context = multiprocessing.get_context("fork")  # no re-import of __main__; decoding needs no threads
     with context.Pool(workers) as pool:
-        jobs = ((chunk, settings) for chunk in _chunks(paths))
-        for results in pool.imap(_star_decode, jobs):
+        for results in pool.imap(partial(_decode_chunk, settings=settings), _chunks(paths)):
             yield from results
-
-
-def _star_decode(job: tuple[Sequence[Path], DecodeSettings]) -> list[Decoded]:
-    return _decode_chunk(*job)
 
 
 def write_npy_header(handle, shape: tuple[int, ...]) -> None:
