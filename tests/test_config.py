@@ -67,7 +67,8 @@ def test_stage_parameters_are_exactly_the_stage_keys(project_root: Path, raw_par
     train = stage_parameters(params, "train", "rnn")
     assert train["model_name"] == "rnn"
     assert train["architecture"] == raw_params["train"]["rnn"]["architecture"]
-    assert set(train) == {"model_name", "seed", "deterministic", "strategy", *raw_params["train"]["rnn"]}
+    assert set(train) == {"model_name", "seed", "deterministic", "strategy", "memory_budget_mb",
+                          *raw_params["train"]["rnn"]}
     assert stage_parameters(params, "split") == raw_params["split"]
     with pytest.raises(ParamsError, match="unknown model name 'mlp'"):
         stage_parameters(params, "train", "mlp")

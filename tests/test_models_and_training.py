@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imgpipe import models, train
+from imgpipe import batches, models, train
 
 ARCHITECTURES = {
     "cnn": {"filters": [8, 16], "convs_per_block": 1, "dense_units": 16},
@@ -44,7 +44,7 @@ def test_dataset_is_deterministic_under_a_seed(stripes: tuple[np.ndarray, np.nda
     augment = {"horizontal_flip": True, "crop_padding": 2}
 
     def first_batch(seed: int) -> np.ndarray:
-        data = train.make_dataset(images, labels, 3, 16, seed, training=True, augment=augment)
+        data = batches.make_dataset(images, labels, 3, 16, seed, training=True, augment=augment)
         return next(iter(data))[0].numpy()
 
     assert first_batch(5).shape == (16, 12, 12, 1)
@@ -57,9 +57,9 @@ def test_random_erasing_zeroes_one_rectangle_per_chosen_image_deterministically(
     labels = tf.zeros((64, 3))
     off = {"horizontal_flip": False, "crop_padding": 0, "random_erasing": 0.0}
     on = {**off, "random_erasing": 0.5}
-    erased = train._augmenter(on, seed=3)(images, labels, 7)[0].numpy()
-    assert np.array_equal(erased, train._augmenter(on, seed=3)(images, labels, 7)[0].numpy())
-    assert not np.array_equal(erased, train._augmenter(on, seed=3)(images, labels, 8)[0].numpy())
+    erased = batches._augmenter(on, seed=3)(images, labels, 7)[0].numpy()
+    assert np.array_equal(erased, batches._augmenter(on, seed=3)(images, labels, 7)[0].numpy())
+    assert not np.array_equal(erased, batches._augmenter(on, seed=3)(images, labels, 8)[0].numpy())
     zeroed = (erased == 0).reshape(64, -1).mean(axis=1)
     touched = zeroed > 0
     assert 16 <= touched.sum() <= 48                                  # about half of the images
@@ -67,12 +67,12 @@ def test_random_erasing_zeroes_one_rectangle_per_chosen_image_deterministically(
     for image in erased[touched, ..., 0]:                             # one axis-aligned rectangle
         rows, cols = np.nonzero(image == 0)
         assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == len(rows)
-    assert train._augmenter(off, seed=3)(images, labels, 7)[0].numpy().min() == 200.0
+    assert batches._augmenter(off, seed=3)(images, labels, 7)[0].numpy().min() == 200.0
 
 
 def test_channel_statistics_per_channel() -> None:
     images = np.stack([np.full((2, 2), 10), np.full((2, 2), 30)], axis=-1)[np.newaxis].astype(np.uint8)
-    mean, std = train.channel_statistics(np.concatenate([images, images]))
+    mean, std = batches.channel_statistics(np.concatenate([images, images]))
     assert mean == [10.0, 30.0] and std == [1.0, 1.0]           # zero spread falls back to 1
 
 
@@ -80,12 +80,12 @@ def test_channel_statistics_per_channel() -> None:
 def test_a_real_fit_learns_a_learnable_problem(stripes: tuple[np.ndarray, np.ndarray], optimizer: str) -> None:
     train.seed_everything(0, deterministic=True)
     images, labels = stripes
-    mean, std = train.channel_statistics(images)
+    mean, std = batches.channel_statistics(images)
     model = models.build_model("cnn", images.shape[1:], 3, mean, std, ARCHITECTURES["cnn"], 0.0, 0.0)
-    data = train.make_dataset(images, labels, 3, 16, 0, training=True)
+    data = batches.make_dataset(images, labels, 3, 16, 0, training=True)
     rate = 0.01 if optimizer == "adam" else 0.05
     train.compile_model(model, train.make_optimizer(optimizer, rate, 0.9, "cosine", 1, 8, 8), 0.1, False)
-    result = train.fit(model, data, train.make_dataset(images, labels, 3, 64, 0, training=False), 8, len(labels), 0, [])
+    result = train.fit(model, data, batches.make_dataset(images, labels, 3, 64, 0, training=False), 8, len(labels), 0, [])
     assert result.epochs_run == 8
     assert max(result.history["val_accuracy"]) > 0.9            # chance is 1/3
     facts = train.training_facts(model, result, {"batch_size": 16, "optimizer": optimizer})

@@ -63,7 +63,7 @@ def test_every_stage_output_exists_and_is_valid(repo: Path) -> None:
     for section in ("McNemar", "Calibration", "What the models look at", "Methods", "git commit", "tensorflow"):
         assert section in index, section
     assert index.count("data:image/png;base64") >= 3
-    assert "train.make_dataset" not in index, "the published report must hide code"
+    assert "report.comparison_table(" not in index, "the published report must hide code"
     assert "<script src=" not in index and 'src="http' not in index, "the report must not fetch from the network"
 
 

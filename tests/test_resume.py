@@ -23,7 +23,7 @@ import psutil
 import pytest
 import yaml
 
-from imgpipe import models, train
+from imgpipe import batches, models, train
 from tests.helpers import BIN, GIT_IDENTITY, copy_working_tree, run
 
 EPOCHS = 6                      # enough epochs that the kill lands with some still to run
@@ -40,13 +40,13 @@ def batches_of(dataset, count: int) -> list[np.ndarray]:
 
 def test_each_epoch_is_a_pure_function_of_seed_and_epoch(stripes: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = stripes
-    batches = train.EpochBatches(images, labels, 3, 16, 5, AUGMENT)
-    from_start = batches_of(batches.from_epoch(0), 3 * batches.steps)
-    from_epoch_2 = batches_of(batches.from_epoch(2), batches.steps)
-    for got, expected in zip(from_epoch_2, from_start[2 * batches.steps:], strict=True):
+    epochs = batches.EpochBatches(images, labels, 3, 16, 5, AUGMENT)
+    from_start = batches_of(epochs.from_epoch(0), 3 * epochs.steps)
+    from_epoch_2 = batches_of(epochs.from_epoch(2), epochs.steps)
+    for got, expected in zip(from_epoch_2, from_start[2 * epochs.steps:], strict=True):
         np.testing.assert_array_equal(got, expected)
-    assert not np.array_equal(from_start[0], from_start[batches.steps]), "epochs must differ from each other"
-    other_seed = batches_of(train.EpochBatches(images, labels, 3, 16, 6, AUGMENT).from_epoch(0), 1)
+    assert not np.array_equal(from_start[0], from_start[epochs.steps]), "epochs must differ from each other"
+    other_seed = batches_of(batches.EpochBatches(images, labels, 3, 16, 6, AUGMENT).from_epoch(0), 1)
     assert not np.array_equal(other_seed[0], from_start[0])
 
 
@@ -66,12 +66,12 @@ def fit_cnn(images: np.ndarray, labels: np.ndarray, backup: Path, callbacks: lis
     """A fresh, seeded CNN (dropout on, cosine schedule, augmentation) fitted 4 epochs with a backup folder."""
     keras.backend.clear_session()                      # same layer names as the first model
     train.seed_everything(0, deterministic=True)
-    mean, std = train.channel_statistics(images)
+    mean, std = batches.channel_statistics(images)
     model = models.build_model("cnn", images.shape[1:], 3, mean, std, CNN, 0.3, 1e-4)
-    batches = train.EpochBatches(images, labels, 3, 16, 0, AUGMENT)
-    train.compile_model(model, train.make_optimizer("adam", 0.01, 0.9, "cosine", 1, 4, batches.steps), 0.0, False)
-    val = train.make_dataset(images, labels, 3, 64, 0, training=False)
-    return model, train.fit(model, batches, val, 4, len(labels), 0, callbacks, backup)
+    epochs = batches.EpochBatches(images, labels, 3, 16, 0, AUGMENT)
+    train.compile_model(model, train.make_optimizer("adam", 0.01, 0.9, "cosine", 1, 4, epochs.steps), 0.0, False)
+    val = batches.make_dataset(images, labels, 3, 64, 0, training=False)
+    return model, train.fit(model, epochs, val, 4, len(labels), 0, callbacks, backup)
 
 
 def test_an_interrupted_fit_resumes_to_the_same_weights(stripes: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:

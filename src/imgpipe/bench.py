@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from imgpipe import MODEL_NAMES, models, train
+from imgpipe import MODEL_NAMES, batches, models, train
 from imgpipe.config import load_params
 from imgpipe.files import save_json
 from imgpipe.paths import ProjectPaths
@@ -127,20 +127,20 @@ def pipeline_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: d
                    seed: int, warmup_images: int) -> float:
     """Images/s of the pipeline's training path with the family's own settings from params.yaml."""
     num_classes = int(y.max()) + 1
-    warmup = train.EpochBatches(x[:warmup_images], y[:warmup_images], num_classes, settings["batch_size"], seed,
-                                settings["augment"])
-    batches = train.EpochBatches(x, y, num_classes, settings["batch_size"], seed, settings["augment"])
+    warmup = batches.EpochBatches(x[:warmup_images], y[:warmup_images], num_classes, settings["batch_size"], seed,
+                                  settings["augment"])
+    measured = batches.EpochBatches(x, y, num_classes, settings["batch_size"], seed, settings["augment"])
     optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
                                      settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"],
-                                     batches.steps)
+                                     measured.steps)
     train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
     model.fit(warmup.from_epoch(0), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
     return _images_per_second(
-        lambda: model.fit(batches.from_epoch(0), epochs=1, steps_per_epoch=batches.steps, verbose=0), len(y))
+        lambda: model.fit(measured.from_epoch(0), epochs=1, steps_per_epoch=measured.steps, verbose=0), len(y))
 
 
 def _build(model_name: str, x: np.ndarray, num_classes: int, settings: dict[str, Any]) -> keras.Model:
-    mean, std = train.channel_statistics(x)
+    mean, std = batches.channel_statistics(x)
     return models.build_model(model_name, x.shape[1:], num_classes, mean, std, settings["architecture"],
                               settings["dropout"], settings["l2"])
 

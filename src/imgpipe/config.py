@@ -65,6 +65,7 @@ class SplitParams(_Strict):
     test_fraction: float = Field(gt=0.0, lt=1.0, description="only for sources without an official test set")
     seed: int = Field(ge=0)
     limit_per_class: int = Field(ge=0, description="0 keeps every image; otherwise at most this many per class and part")
+    shard_mb: float = Field(gt=0.0, le=4096.0, description="largest shard file of the train and validation parts")
 
     @model_validator(mode="after")
     def _fractions_leave_training_images(self) -> "SplitParams":
@@ -146,6 +147,8 @@ class TrainParams(_Strict):
     deterministic: bool
     strategy: Literal["default", "mirrored", "multi_worker"] = Field(
         description="tf.distribute strategy; batch_size is per replica and learning_rate scales with replicas")
+    memory_budget_mb: float = Field(ge=0.0, description="train + validation images larger than this stream from "
+                                                        "the shards; 0 always streams")
     cnn: CnnTrainParams
     rnn: RnnTrainParams
     attention: AttentionTrainParams
@@ -248,7 +251,8 @@ def stage_parameters(params: Params, stage: str, model_name: str | None = None) 
     if stage == "train":
         section = getattr(params.train, model_name).model_dump()
         return {"model_name": model_name, "seed": params.train.seed,
-                "deterministic": params.train.deterministic, "strategy": params.train.strategy, **section}
+                "deterministic": params.train.deterministic, "strategy": params.train.strategy,
+                "memory_budget_mb": params.train.memory_budget_mb, **section}
     if stage == "crossval":
         return {"model_name": model_name, "enabled": params.crossval.enabled and model_name in params.crossval.models,
                 "folds": params.crossval.folds, "seed": params.crossval.seed,

@@ -14,17 +14,16 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from imgpipe import evaluate, models, train
-from imgpipe.dataset import load_dataset
+from imgpipe import batches, evaluate, models, train
+from imgpipe.dataset import load_labels, load_rows
 from imgpipe.split import load_split
 
 
 def load_training_set(dataset_path: Path, split_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Every image of the official training set (train and validation parts), with labels and class names."""
-    dataset = load_dataset(dataset_path)
     indices = load_split(split_path)
-    rows = np.sort(np.concatenate([indices.train, indices.val]))
-    return dataset.images[rows], dataset.labels[rows], dataset.class_names
+    images, labels = load_rows(dataset_path, np.sort(np.concatenate([indices.train, indices.val])))
+    return images, labels, load_labels(dataset_path).class_names
 
 
 def fold_indices(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -37,14 +36,14 @@ def train_and_score(model_name: str, settings: dict[str, Any], x_fit: np.ndarray
                     x_held: np.ndarray, y_held: np.ndarray, num_classes: int, seed: int) -> dict[str, float]:
     """Train one model on a fold's training rows and score it on its held-out rows."""
     train.seed_everything(seed, deterministic=True)
-    mean, std = train.channel_statistics(x_fit)
+    mean, std = batches.channel_statistics(x_fit)
     model = models.build_model(model_name, x_fit.shape[1:], num_classes, mean, std, settings["architecture"],
                                settings["dropout"], settings["l2"])
-    fit_data = train.make_dataset(x_fit, y_fit, num_classes, settings["batch_size"], seed, True, settings["augment"])
-    held_data = train.make_dataset(x_held, y_held, num_classes, settings["batch_size"], seed, False)
-    steps = train.steps_per_epoch(len(y_fit), settings["batch_size"])
+    fit_data = batches.EpochBatches(x_fit, y_fit, num_classes, settings["batch_size"], seed, settings["augment"])
+    held_data = batches.make_dataset(x_held, y_held, num_classes, settings["batch_size"], seed, training=False)
     optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
-                                     settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"], steps)
+                                     settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"],
+                                     fit_data.steps)
     train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
     train.fit(model, fit_data, held_data, settings["epochs"], len(y_fit), 0, [])
     predicted = evaluate.predict_probabilities(model, x_held, settings["batch_size"]).argmax(axis=1)

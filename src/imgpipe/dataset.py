@@ -1,13 +1,22 @@
-"""The cleaned dataset as the stages after preprocessing read it (light: no decoding code)."""
+"""The cleaned dataset as the stages after preprocessing read it (light: no decoding code).
+
+``dataset.npz`` holds ``images`` (N, H, W, C) uint8, ``labels``, ``origin`` and ``class_names``.
+Readers that need only some rows stream the images member block by block, so they never hold
+more than those rows and one block, whatever the dataset's size.
+"""
 
 from __future__ import annotations
 
+import math
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 ORIGIN_TRAIN, ORIGIN_TEST = 0, 1
+ROWS_PER_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -20,8 +29,49 @@ class Dataset:
     class_names: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Labels:
+    """Everything in the dataset but its images."""
+
+    labels: np.ndarray
+    origin: np.ndarray
+    class_names: tuple[str, ...]
+
+
 def load_dataset(path: Path) -> Dataset:
-    """Read the dataset the preprocess stage wrote."""
+    """Read the whole dataset the preprocess stage wrote."""
+    labels = load_labels(path)
     with np.load(path) as archive:
-        return Dataset(archive["images"], archive["labels"], archive["origin"],
-                       tuple(str(name) for name in archive["class_names"]))
+        return Dataset(archive["images"], labels.labels, labels.origin, labels.class_names)
+
+
+def load_labels(path: Path) -> Labels:
+    """Read labels, origins and class names, leaving the images on disk."""
+    with np.load(path) as archive:
+        return Labels(archive["labels"], archive["origin"], tuple(str(name) for name in archive["class_names"]))
+
+
+def image_blocks(path: Path, rows_per_block: int = ROWS_PER_BLOCK) -> Iterator[np.ndarray]:
+    """The dataset's images in row order, ``rows_per_block`` at a time, decompressed as they are read."""
+    with zipfile.ZipFile(path) as archive, archive.open("images.npy") as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        for start in range(0, shape[0], rows_per_block):
+            count = min(rows_per_block, shape[0] - start)
+            yield np.frombuffer(stream.read(count * row_bytes), dtype=dtype).reshape(count, *shape[1:])
+
+
+def load_rows(path: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of ``rows`` (sorted row indices), read in one pass over the images."""
+    if np.any(np.diff(rows) <= 0):
+        raise ValueError(f"{path}: load_rows needs sorted, distinct row indices")
+    labels = load_labels(path).labels
+    wanted = np.zeros(len(labels), dtype=bool)
+    wanted[rows] = True
+    picked, start = [], 0
+    for block in image_blocks(path):
+        picked.append(block[wanted[start:start + len(block)]])
+        start += len(block)
+    return np.concatenate(picked), labels[wanted]

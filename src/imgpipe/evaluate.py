@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from imgpipe.dataset import load_dataset
+from imgpipe.dataset import load_labels, load_rows
 from imgpipe.split import load_split
 from imgpipe.statistics import bootstrap_intervals, expected_calibration_error
 from imgpipe.statistics import calibration_bins as calibration_table
@@ -18,9 +18,8 @@ from imgpipe.statistics import calibration_bins as calibration_table
 
 def load_test_data(dataset_path: Path, split_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Test images, labels and class names."""
-    dataset = load_dataset(dataset_path)
-    test = load_split(split_path).test
-    return dataset.images[test], dataset.labels[test], dataset.class_names
+    images, labels = load_rows(dataset_path, load_split(split_path).test)
+    return images, labels, load_labels(dataset_path).class_names
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:

@@ -60,6 +60,10 @@ class ProjectPaths:
     def split_indices(self) -> Path:
         return self.root / "data" / "split" / "indices.npz"
 
+    @property
+    def split_shards(self) -> Path:
+        return self.root / "data" / "split" / "shards"
+
     def model_file(self, model_name: str) -> Path:
         return self.root / "models" / f"{model_name}.keras"
 

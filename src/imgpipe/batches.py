@@ -1,0 +1,280 @@
+"""Training input: seeded tf.data pipelines, held in memory or streamed from the split stage's shards.
+
+Every epoch's order and augmentation are a pure function of ``(seed, epoch)``, so a run resumed at
+epoch ``e`` sees exactly the batches an uninterrupted run sees there, in memory or streamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from imgpipe.shards import ShardedPart, channel_sums, open_part, read_shard, statistics_from_sums
+
+LOGGER = logging.getLogger(__name__)
+
+
+def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images, in pixel units (exact, as the split stage's)."""
+    return statistics_from_sums(images.size // images.shape[-1], *channel_sums(images))
+
+
+def _erase(images: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
+    """Random erasing (Zhong et al., 2020): with ``probability``, zero one rectangle of 2–25% of each image."""
+    height, width = images.shape[1], images.shape[2]
+    draws = tf.random.stateless_uniform([tf.shape(images)[0], 5], seed=seed)
+    area = (0.02 + 0.23 * draws[:, 0]) * height * width
+    aspect = tf.exp(math.log(0.3) + draws[:, 1] * 2 * math.log(1 / 0.3))      # 0.3 … 3.3, log-uniform
+    half_height = tf.minimum(tf.sqrt(area * aspect), height) / 2
+    half_width = tf.minimum(tf.sqrt(area / aspect), width) / 2
+    centre_row, centre_col = draws[:, 2] * height, draws[:, 3] * width
+    rows = tf.range(height, dtype=tf.float32)[tf.newaxis, :, tf.newaxis] + 0.5
+    cols = tf.range(width, dtype=tf.float32)[tf.newaxis, tf.newaxis, :] + 0.5
+    inside = ((tf.abs(rows - centre_row[:, None, None]) <= half_height[:, None, None])
+              & (tf.abs(cols - centre_col[:, None, None]) <= half_width[:, None, None])
+              & (draws[:, 4] < probability)[:, None, None])
+    return tf.where(inside[..., tf.newaxis], tf.zeros_like(images), images)
+
+
+def _augmenter(augment: dict[str, Any], seed: int):
+    """Label-preserving batch augmentation, a pure function of (``seed``, batch number)."""
+    crop_padding, horizontal_flip = augment["crop_padding"], augment["horizontal_flip"]
+    erasing = augment.get("random_erasing", 0.0)
+
+    def augment_batch(images: tf.Tensor, labels: tf.Tensor, batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        seeds = tf.random.experimental.stateless_split(tf.stack([batch_seed, seed]), num=3)
+        if crop_padding:
+            padded = tf.pad(images, [[0, 0], [crop_padding] * 2, [crop_padding] * 2, [0, 0]])
+            images = tf.image.stateless_random_crop(padded, tf.shape(images), seed=seeds[0])
+        if horizontal_flip:
+            flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seeds[1]) < 0.5
+            images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+        if erasing:
+            images = _erase(images, erasing, seeds[2])
+        return images, labels
+
+    return augment_batch
+
+
+def _augments(augment: dict[str, Any] | None) -> bool:
+    return bool(augment and (augment["horizontal_flip"] or augment["crop_padding"]
+                             or augment.get("random_erasing", 0.0)))
+
+
+def _model_inputs(num_classes: int):
+    return lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes))
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """In-memory data has no files to shard: multi-worker training splits it batch by batch."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int,
+                 training: bool, augment: dict[str, Any] | None = None) -> tf.data.Dataset:
+    """In-memory tf.data pipeline: (shuffle) → batch → float images, one-hot labels → (augment) → prefetch.
+
+    Shuffling and augmentation are seeded, so the same seed gives the same batches in every fresh
+    process. For training that can resume mid-run, use :class:`EpochBatches` instead.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if training:
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE,
+                                            deterministic=True)
+    if training and _augments(augment):
+        augment_batch = _augmenter(augment, seed)
+        dataset = dataset.enumerate().map(lambda step, batch: augment_batch(*batch, tf.cast(step, tf.int32)),
+                                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+class SeededBatches(ABC):
+    """Training batches, epoch after epoch, whose order and augmentation depend only on (seed, epoch)."""
+
+    num_classes: int
+    batch_size: int
+    seed: int
+    augment: dict[str, Any] | None
+
+    @property
+    @abstractmethod
+    def images(self) -> int:
+        """Images in one epoch."""
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
+        return steps_per_epoch(self.images, self.batch_size)
+
+    @abstractmethod
+    def digest(self) -> str:
+        """A checksum of the data and of everything that orders and augments it."""
+
+    @abstractmethod
+    def _epoch_batches(self, steps: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
+        """The function from an epoch number to that epoch's (uint8 images, labels, global step) batches."""
+
+    def from_epoch(self, first_epoch: int) -> tf.data.Dataset:
+        """Every batch from epoch ``first_epoch`` (0-based) on, endlessly; ``fit`` takes ``steps`` per epoch."""
+        dataset = tf.data.Dataset.counter(first_epoch).flat_map(self._epoch_batches(self.steps))
+        to_inputs = _model_inputs(self.num_classes)
+        if _augments(self.augment):
+            augment_batch = _augmenter(self.augment, self.seed)
+            prepare = lambda x, y, step: augment_batch(*to_inputs(x, y), step)  # noqa: E731
+        else:
+            prepare = lambda x, y, step: to_inputs(x, y)  # noqa: E731
+        dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+
+    def _settings(self) -> bytes:
+        return json.dumps([self.num_classes, self.batch_size, self.seed, self.augment]).encode()
+
+
+@dataclass(frozen=True, eq=False)
+class EpochBatches(SeededBatches):
+    """Batches drawn from arrays in memory: each epoch is a fresh seeded permutation of every image."""
+
+    x: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    num_classes: int
+    batch_size: int
+    seed: int
+    augment: dict[str, Any] | None = None
+
+    @property
+    def images(self) -> int:
+        return len(self.y)
+
+    def digest(self) -> str:
+        digest = hashlib.sha256(np.ascontiguousarray(self.x).tobytes())
+        digest.update(np.ascontiguousarray(self.y).tobytes())
+        digest.update(self._settings())
+        return digest.hexdigest()
+
+    def _epoch_batches(self, steps: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
+        images, labels, seed = tf.constant(self.x), tf.constant(self.y), tf.constant(self.seed, tf.int64)
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = tf.random.experimental.stateless_shuffle(tf.range(len(self.y)), seed=tf.stack([seed, epoch]))
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(self.batch_size).enumerate()
+            return batches.map(lambda step, rows: (tf.gather(images, rows), tf.gather(labels, rows),
+                                                   tf.cast(epoch * steps + step, tf.int32)))
+
+        return epoch_batches
+
+
+@dataclass(frozen=True, eq=False)
+class StreamedEpochBatches(SeededBatches):
+    """Batches streamed from shard files, for data larger than the memory budget.
+
+    Each epoch reads the shards in a seeded order, two at a time, interleaved image by image, through
+    a seeded shuffle buffer of ``shuffle_buffer`` images: memory holds two shards and the buffer,
+    never the whole part.
+    """
+
+    part: ShardedPart
+    num_classes: int
+    batch_size: int
+    seed: int
+    augment: dict[str, Any] | None
+    shuffle_buffer: int
+
+    @property
+    def images(self) -> int:
+        return self.part.images
+
+    def digest(self) -> str:
+        digest = hashlib.sha256(self.part.digest().encode())
+        digest.update(self._settings())
+        digest.update(str(self.shuffle_buffer).encode())
+        return digest.hexdigest()
+
+    def _epoch_batches(self, steps: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
+        files, seed = _shard_files(self.part), tf.constant(self.seed, tf.int64)
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            epoch_seed = tf.stack([seed, epoch])
+            order = tf.random.experimental.stateless_shuffle(files, seed=epoch_seed)
+            buffer_seed = tf.random.stateless_uniform([], seed=epoch_seed, minval=0, maxval=2**62, dtype=tf.int64)
+            rows = tf.data.Dataset.from_tensor_slices(order).interleave(
+                lambda path: tf.data.Dataset.from_tensor_slices(_read_shard_tensors(path, self.part)),
+                cycle_length=min(2, len(self.part.shards)), block_length=1)
+            batches = rows.shuffle(self.shuffle_buffer, seed=buffer_seed).batch(self.batch_size).enumerate()
+            return batches.map(lambda step, batch: (*batch, tf.cast(epoch * steps + step, tf.int32)))
+
+        return epoch_batches
+
+
+def stream_part(part: ShardedPart, num_classes: int, batch_size: int) -> tf.data.Dataset:
+    """A part's batches in row order, read one shard at a time (validation data larger than memory)."""
+    rows = tf.data.Dataset.from_tensor_slices(_shard_files(part)).interleave(
+        lambda path: tf.data.Dataset.from_tensor_slices(_read_shard_tensors(path, part)), cycle_length=1)
+    dataset = rows.batch(batch_size).map(_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=True)
+    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def _shard_files(part: ShardedPart) -> tf.Tensor:
+    return tf.constant([str(shard.path) for shard in part.shards])
+
+
+def _read_shard_tensors(path: tf.Tensor, part: ShardedPart) -> tuple[tf.Tensor, tf.Tensor]:
+    def read(file: bytes) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = read_shard(Path(file.decode()))
+        return images, labels.astype(np.int32)
+
+    images, labels = tf.numpy_function(read, [path], (tf.uint8, tf.int32), stateful=False)
+    return tf.ensure_shape(images, [None, *part.image_shape]), tf.ensure_shape(labels, [None])
+
+
+@dataclass(frozen=True)
+class TrainingInput:
+    """The training batches and validation data a fit reads, and how they are held."""
+
+    train: SeededBatches
+    val: tf.data.Dataset
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, ...]
+    streamed: bool
+    shuffle_buffer: int
+
+
+def training_input(shards_folder: Path, batch_size: int, seed: int, augment: dict[str, Any] | None,
+                   memory_budget_mb: float) -> TrainingInput:
+    """Load the train and validation shards into memory if they fit ``memory_budget_mb``; otherwise stream them.
+
+    Streaming keeps a shuffle buffer of half the budget (at least one batch) plus two open shards.
+    """
+    train_part, val_part = open_part(shards_folder, "train"), open_part(shards_folder, "val")
+    num_classes, budget = len(train_part.class_names), memory_budget_mb * 2**20
+    if train_part.nbytes + val_part.nbytes <= budget:
+        (x_train, y_train), (x_val, y_val) = train_part.load(), val_part.load()
+        return TrainingInput(EpochBatches(x_train, y_train, num_classes, batch_size, seed, augment),
+                             make_dataset(x_val, y_val, num_classes, batch_size, seed, training=False),
+                             train_part.class_names, train_part.image_shape, streamed=False,
+                             shuffle_buffer=train_part.images)
+    buffer = min(train_part.images, max(batch_size, int(budget / 2) // train_part.image_bytes))
+    LOGGER.info("streaming from %d + %d shards: %.1f MB of train and validation images exceed the memory budget of "
+                "%g MB; shuffle buffer %d images", len(train_part.shards), len(val_part.shards),
+                (train_part.nbytes + val_part.nbytes) / 2**20, memory_budget_mb, buffer)
+    return TrainingInput(StreamedEpochBatches(train_part, num_classes, batch_size, seed, augment, buffer),
+                         stream_part(val_part, num_classes, batch_size), train_part.class_names,
+                         train_part.image_shape, streamed=True, shuffle_buffer=buffer)
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    """Batches in one pass over ``num_images``."""
+    return math.ceil(num_images / batch_size)
