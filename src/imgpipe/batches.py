@@ -180,9 +180,10 @@ class EpochBatches(SeededBatches):
 class StreamedEpochBatches(SeededBatches):
     """Batches streamed from shard files, for data larger than the memory budget.
 
-    Each epoch reads the shards in a seeded order, two at a time, interleaved image by image, through
-    a seeded shuffle buffer of ``shuffle_buffer`` images: memory holds two shards and the buffer,
-    never the whole part.
+    Each epoch reads the shards in a seeded order, each shard's rows in a seeded order, two shards at a
+    time interleaved image by image, then shuffles every window of ``shuffle_buffer`` consecutive
+    images with a seeded permutation. Every seed is derived statelessly from ``(seed, epoch)``. Memory
+    holds two shards and one window, never the whole part.
     """
 
     part: ShardedPart
@@ -203,19 +204,33 @@ class StreamedEpochBatches(SeededBatches):
         return digest.hexdigest()
 
     def _epoch_batches(self, steps: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
-        files, seed = _shard_files(self.part), tf.constant(self.seed, tf.int64)
+        files, seed, part = _shard_files(self.part), tf.constant(self.seed, tf.int64), self.part
 
         def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
             epoch_seed = tf.stack([seed, epoch])
-            order = tf.random.experimental.stateless_shuffle(files, seed=epoch_seed)
-            buffer_seed = tf.random.stateless_uniform([], seed=epoch_seed, minval=0, maxval=2**62, dtype=tf.int64)
+            shard_seed, window_seed = (tf.random.experimental.stateless_fold_in(epoch_seed, kind) for kind in (0, 1))
+            order = tf.random.experimental.stateless_shuffle(tf.range(len(part.shards)), seed=epoch_seed)
+
+            def shuffled_shard(number: tf.Tensor) -> tf.data.Dataset:
+                images, labels = _read_shard_tensors(tf.gather(files, number), part)
+                rows = _permutation(tf.shape(labels)[0], tf.random.experimental.stateless_fold_in(shard_seed, number))
+                return tf.data.Dataset.from_tensor_slices((tf.gather(images, rows), tf.gather(labels, rows)))
+
+            def shuffled_window(window: tf.Tensor, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                rows = _permutation(tf.shape(labels)[0], tf.random.experimental.stateless_fold_in(window_seed, window))
+                return tf.gather(images, rows), tf.gather(labels, rows)
+
             rows = tf.data.Dataset.from_tensor_slices(order).interleave(
-                lambda path: tf.data.Dataset.from_tensor_slices(_read_shard_tensors(path, self.part)),
-                cycle_length=min(2, len(self.part.shards)), block_length=1)
-            batches = rows.shuffle(self.shuffle_buffer, seed=buffer_seed).batch(self.batch_size).enumerate()
+                shuffled_shard, cycle_length=min(2, len(part.shards)), block_length=1)
+            windows = rows.batch(self.shuffle_buffer).enumerate().map(lambda window, batch: shuffled_window(window, *batch))
+            batches = windows.unbatch().batch(self.batch_size).enumerate()
             return batches.map(lambda step, batch: (*batch, tf.cast(epoch * steps + step, tf.int32)))
 
         return epoch_batches
+
+
+def _permutation(count: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    return tf.random.experimental.stateless_shuffle(tf.range(count), seed=seed)
 
 
 def stream_part(part: ShardedPart, num_classes: int, batch_size: int) -> tf.data.Dataset:
@@ -256,7 +271,7 @@ def training_input(shards_folder: Path, batch_size: int, seed: int, augment: dic
                    memory_budget_mb: float) -> TrainingInput:
     """Load the train and validation shards into memory if they fit ``memory_budget_mb``; otherwise stream them.
 
-    Streaming keeps a shuffle buffer of half the budget (at least one batch) plus two open shards.
+    Streaming shuffles windows of half the budget (at least one batch) and holds two open shards.
     """
     train_part, val_part = open_part(shards_folder, "train"), open_part(shards_folder, "val")
     num_classes, budget = len(train_part.class_names), memory_budget_mb * 2**20

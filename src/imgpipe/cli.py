@@ -1,5 +1,5 @@
 """Command line: ``imgpipe fetch-data``, ``check-params``, ``run STAGE [MODEL]``, ``predict``, ``bench``,
-``bench-preprocess``, ``make-folder-dataset``, ``verify``."""
+``bench-preprocess``, ``bench-streaming``, ``make-folder-dataset``, ``verify``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--image-size", type=int, default=64, help="side of the square images they are brought to")
     prep.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
     prep.add_argument("--output", default="bench/preprocess.json", help="where the JSON results go")
+    stream = commands.add_parser("bench-streaming", help="train on data larger than a memory limit: loaded vs streamed")
+    stream.add_argument("--images", type=int, default=120_000, help="random 64×64×3 images to generate (12 KiB each)")
+    stream.add_argument("--memory-limit-mb", type=int, default=1100, help="memory cgroup limit of each training run")
+    stream.add_argument("--budgets", type=float, nargs="+", default=[4096.0, 64.0],
+                        help="train.memory_budget_mb values to run (above the data: in memory; below: streamed)")
+    stream.add_argument("--output", default="bench/streaming.json", help="where the JSON results go")
     shapes = commands.add_parser("make-folder-dataset", help="write a folder dataset of shapes to try a folder source")
     shapes.add_argument("folder", help="where the class folders go, e.g. data/raw/shapes")
     shapes.add_argument("--per-class", type=int, default=300, help="images per class")
@@ -71,6 +77,13 @@ def _bench_preprocess(images: int, image_size: int, workers: list[int], output: 
     from imgpipe.bench_preprocess import run_benchmark, write_benchmark
 
     table = write_benchmark(run_benchmark(images, image_size, workers), project_paths().root / output)
+    sys.stdout.write(table + "\n")
+
+
+def _bench_streaming(images: int, memory_limit_mb: int, budgets: list[float], output: str) -> None:
+    from imgpipe.bench_streaming import run_benchmark, write_benchmark
+
+    table = write_benchmark(run_benchmark(images, memory_limit_mb, budgets), project_paths().root / output)
     sys.stdout.write(table + "\n")
 
 
@@ -120,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             _bench(args.images, args.warmup_images, args.output)
         elif args.command == "bench-preprocess":
             _bench_preprocess(args.images, args.image_size, args.workers, args.output)
+        elif args.command == "bench-streaming":
+            _bench_streaming(args.images, args.memory_limit_mb, args.budgets, args.output)
         elif args.command == "make-folder-dataset":
             _make_folder_dataset(args.folder, args.per_class, args.with_broken_files)
         else:
