@@ -84,7 +84,8 @@ def test_two_workers_train_together_and_only_the_chief_writes(split_copy: Path, 
     assert (chief / "dvclive/train/cnn/plots/metrics/eval/accuracy.tsv").read_text().count("\n") == EPOCHS + 1
     for output in ("models/cnn.keras", "metrics/train/cnn.json", "dvclive/train/cnn"):
         assert not (worker / output).exists(), f"worker 1 wrote {output} into its project"
-    assert list(scratch[1].glob("imgpipe-worker-1-*/models/cnn.keras")), "worker 1 saves its copy to a temp folder"
+    assert f"writes its model, metrics and curves to {scratch[1]}/imgpipe-worker-1-" in results[1][1]
+    assert not list(scratch[1].glob("imgpipe-worker-1-*")), "worker 1 removes its temp folder when it finishes"
     assert not list((chief / "checkpoints/cnn").glob("*.h5")) and not list((worker / "checkpoints/cnn").rglob("*.h5"))
     # the workers trained one model together: they report the same validation accuracy every epoch
     accuracies = [[line.split("val_accuracy: ")[1].split()[0] for line in output.splitlines() if "val_accuracy: " in line]

@@ -4,6 +4,7 @@ writes what, and a workaround that lets Keras 3 ``fit`` run under MultiWorkerMir
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -14,6 +15,8 @@ import keras
 import tensorflow as tf
 
 from imgpipe.paths import ProjectPaths
+
+LOGGER = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -50,7 +53,9 @@ def output_paths(paths: ProjectPaths, strategy: tf.distribute.Strategy) -> Proje
     index = worker_index(strategy)
     if index == 0:
         return paths
-    return ProjectPaths(Path(tempfile.mkdtemp(prefix=f"imgpipe-worker-{index}-")))
+    folder = Path(tempfile.mkdtemp(prefix=f"imgpipe-worker-{index}-"))
+    LOGGER.info("worker %d writes its model, metrics and curves to %s (only the chief's are kept)", index, folder)
+    return ProjectPaths(folder)
 
 
 def checkpoint_dir(paths: ProjectPaths, model_name: str, strategy: tf.distribute.Strategy) -> Path:
@@ -70,6 +75,7 @@ def remove_worker_outputs(out: ProjectPaths, paths: ProjectPaths) -> None:
     """Delete a non-chief worker's temporary output folder once its copy of the results is no longer needed."""
     if out.root != paths.root:
         shutil.rmtree(out.root, ignore_errors=True)
+        LOGGER.info("removed %s", out.root)
 
 
 @contextlib.contextmanager
