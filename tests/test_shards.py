@@ -96,6 +96,7 @@ def test_training_input_loads_what_fits_the_budget_and_streams_what_does_not(dat
     assert streamed.streamed and isinstance(streamed.train, batches.StreamedEpochBatches)
     assert streamed.shuffle_buffer == int(0.005 * 2**20) // 90 == 58
     assert (streamed.class_names, streamed.image_shape) == (("a", "b", "c", "d"), IMAGE_SHAPE)
+    assert int(streamed.val.cardinality()) == 7, "Keras must know where streamed validation data ends"
     val_rows = np.concatenate([row_numbers(x.numpy().astype(np.uint8)) for x, _ in streamed.val])
     np.testing.assert_array_equal(val_rows, PARTS["val"])
     val_labels = np.concatenate([y.numpy().argmax(axis=1) for _, y in streamed.val])

@@ -239,6 +239,8 @@ def stream_part(part: ShardedPart, num_classes: int, batch_size: int) -> tf.data
         lambda path: tf.data.Dataset.from_tensor_slices(_read_shard_tensors(path, part)), cycle_length=1)
     dataset = rows.batch(batch_size).map(_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE,
                                          deterministic=True)
+    # Reading through numpy_function hides the length; stating it lets Keras know where validation ends.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(part.images, batch_size)))
     return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
 
 
