@@ -38,10 +38,12 @@ def test_every_stage_output_exists_and_is_valid(repo: Path) -> None:
     cleaning = json.loads((repo / "data/processed/cleaning_report.json").read_text())
     assert cleaning["kept_images"] + cleaning["dropped_images"] == 70000
     split = json.loads((repo / "metrics/split.json").read_text())
-    assert split == {"train_images": 1000, "val_images": 1000, "test_images": 1000}
+    # 0.2 MB shards hold 267 images of 28×28×1: four shards of each 1,000-image part
+    assert split == {"train_images": 1000, "val_images": 1000, "test_images": 1000, "train_shards": 4, "val_shards": 4}
     for model in MODEL_NAMES:
         facts = json.loads((repo / f"metrics/train/{model}.json").read_text())
         assert facts["epochs_run"] == 3 and facts["parameters"] > 0 and facts["images_per_second"] > 0
+        assert facts["streamed"] is True, "the tiny params' memory budget of 0 must stream from the shards"
         scores = json.loads((repo / f"metrics/evaluate/{model}.json").read_text())
         assert scores["test_images"] == 1000
         assert scores["accuracy"] > 0.2, f"{model} does not beat chance (0.1) clearly: {scores}"
