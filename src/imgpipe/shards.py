@@ -2,9 +2,9 @@
 
 The split stage writes each part as numbered ``.npz`` shards of at most ``shard_mb`` megabytes,
 rows in index order, plus a ``manifest.json`` with every shard's image count and SHA-256 and the
-training part's per-channel pixel statistics. It reads the dataset through a memory map, one shard
-at a time, so writing the shards never holds a whole part in memory; training then either loads
-the shards (the part fits its memory budget) or streams them (it does not).
+training part's per-channel pixel statistics. It reads the dataset's images one block at a time,
+so writing the shards never holds a whole part in memory; training then either loads the shards
+(the parts fit its memory budget) or streams them (they do not).
 """
 
 from __future__ import annotations
