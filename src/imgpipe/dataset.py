@@ -17,6 +17,7 @@ import numpy as np
 
 ORIGIN_TRAIN, ORIGIN_TEST = 0, 1
 ROWS_PER_BLOCK = 4096
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # archive members with this date: the same arrays give the same bytes
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,26 @@ class Labels:
 
 def load_dataset(path: Path) -> Dataset:
     """Read the whole dataset the preprocess stage wrote."""
-    labels = load_labels(path)
     with np.load(path) as archive:
-        return Dataset(archive["images"], labels.labels, labels.origin, labels.class_names)
+        return Dataset(archive["images"], archive["labels"], archive["origin"], _class_names(archive))
 
 
 def load_labels(path: Path) -> Labels:
     """Read labels, origins and class names, leaving the images on disk."""
     with np.load(path) as archive:
-        return Labels(archive["labels"], archive["origin"], tuple(str(name) for name in archive["class_names"]))
+        return Labels(archive["labels"], archive["origin"], _class_names(archive))
+
+
+def _class_names(archive: np.lib.npyio.NpzFile) -> tuple[str, ...]:
+    return tuple(str(name) for name in archive["class_names"])
+
+
+def write_npy_member(archive: zipfile.ZipFile, name: str, array: np.ndarray, compress: bool) -> None:
+    """Write ``array`` as ``name.npy`` into a zip archive, with a fixed date so the bytes are reproducible."""
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=FIXED_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with archive.open(info, "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def image_blocks(path: Path, rows_per_block: int = ROWS_PER_BLOCK) -> Iterator[np.ndarray]:

@@ -37,11 +37,8 @@ class DataFetchError(RuntimeError):
 
 def md5_of(path: Path) -> str:
     """MD5 hex digest of a file, the checksum DVC records."""
-    digest = hashlib.md5()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def _install_into(target: Path, write: Callable[[Path], None], expected_md5: str) -> str:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from imgpipe.decode import DecodeSettings, Decoded, conform, decode_files, pixel_digest, worker_count, \
     write_npy_header
-from imgpipe.dataset import ORIGIN_TEST, ORIGIN_TRAIN, Dataset, load_dataset
+from imgpipe.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, Dataset, load_dataset, write_npy_member
 from imgpipe.idx import IdxFormatError, load_idx
 from imgpipe.sources import IDX_FILES, DataError, ImageFiles, find_idx_file, \
     list_class_folders, read_manifest
@@ -34,7 +34,6 @@ DECODE_REASONS = ("outside_class_folder", "unsupported_extension", "missing_file
                   "unreadable", "too_many_pixels", "too_small")
 CLEANING_REASONS = ("blank", "duplicate_with_conflicting_label", "exact_duplicate")
 _ROWS_PER_BLOCK = 2048
-_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the same bytes for the same dataset, run after run
 
 
 @dataclass(frozen=True)
@@ -231,16 +230,9 @@ def clean(raw: RawImages, params: dict[str, Any]) -> tuple[np.ndarray, dict[str,
     return keep, report
 
 
-def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
-    info = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_ZIP_TIME)
-    info.compress_type = zipfile.ZIP_DEFLATED
-    with archive.open(info, "w", force_zip64=True) as member:
-        np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-
-
 def _write_kept_images(archive: zipfile.ZipFile, store: Path, keep: np.ndarray) -> None:
     """Copy the kept rows of ``store`` into the archive block by block (bounded memory)."""
-    info = zipfile.ZipInfo("images.npy", date_time=_FIXED_ZIP_TIME)
+    info = zipfile.ZipInfo("images.npy", date_time=FIXED_ZIP_TIME)
     info.compress_type = zipfile.ZIP_DEFLATED
     with store.open("rb") as source, archive.open(info, "w", force_zip64=True) as member:
         np.lib.format.read_magic(source)
@@ -258,10 +250,10 @@ def save_dataset(raw: RawImages, keep: np.ndarray, path: Path) -> None:
     partial = path.with_name(path.name + ".partial.npz")
     with zipfile.ZipFile(partial, "w") as archive:
         _write_kept_images(archive, raw.store, keep)
-        _write_member(archive, "labels", raw.labels[keep])
-        _write_member(archive, "origin", raw.origin[keep])
-        _write_member(archive, "class_names", np.array(raw.class_names))
-        _write_member(archive, "sources", np.array(raw.sources)[keep])
+        write_npy_member(archive, "labels", raw.labels[keep], compress=True)
+        write_npy_member(archive, "origin", raw.origin[keep], compress=True)
+        write_npy_member(archive, "class_names", np.array(raw.class_names), compress=True)
+        write_npy_member(archive, "sources", np.array(raw.sources)[keep], compress=True)
     partial.replace(path)
 
 

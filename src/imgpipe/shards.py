@@ -10,7 +10,6 @@ so writing the shards never holds a whole part in memory; training then either l
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import shutil
 import zipfile
@@ -20,13 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from imgpipe.dataset import ROWS_PER_BLOCK, image_blocks, load_labels
+from imgpipe.dataset import ROWS_PER_BLOCK, image_blocks, load_labels, write_npy_member
 from imgpipe.files import load_json, save_json
 
-LOGGER = logging.getLogger(__name__)
-
 MANIFEST = "manifest.json"
-PARTS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,6 @@ class Shard:
 class ShardedPart:
     """One part (train or val) as shards, with what a model needs to know about it."""
 
-    name: str
     shards: tuple[Shard, ...]
     image_shape: tuple[int, ...]
     class_names: tuple[str, ...]
@@ -168,23 +163,11 @@ class _PartWriter:
         self.pixels_per_channel += images.size // images.shape[-1]
         path = self.folder / f"{self.part}-{len(self.shards):05d}.npz"
         with zipfile.ZipFile(path, "w") as archive:       # fixed timestamps: the same rows give the same bytes
-            _write_array(archive, "images", images)
-            _write_array(archive, "labels", labels)
-        self.shards.append({"file": path.name, "images": count, "sha256": _sha256(path)})
-
-
-def _write_array(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
-    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    with archive.open(info, "w", force_zip64=True) as stream:
-        np.lib.format.write_array(stream, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            write_npy_member(archive, "images", images, compress=False)
+            write_npy_member(archive, "labels", labels, compress=False)
+        with open(path, "rb") as written:
+            sha256 = hashlib.file_digest(written, "sha256").hexdigest()
+        self.shards.append({"file": path.name, "images": count, "sha256": sha256})
 
 
 def open_part(folder: Path, part: str) -> ShardedPart:
@@ -192,7 +175,7 @@ def open_part(folder: Path, part: str) -> ShardedPart:
     manifest = load_json(folder / MANIFEST)
     entry = manifest["parts"][part]
     shards = tuple(Shard(folder / shard["file"], shard["images"], shard["sha256"]) for shard in entry["shards"])
-    return ShardedPart(part, shards, tuple(manifest["image_shape"]), tuple(manifest["class_names"]))
+    return ShardedPart(shards, tuple(manifest["image_shape"]), tuple(manifest["class_names"]))
 
 
 def training_statistics(folder: Path) -> tuple[list[float], list[float]]:
