@@ -30,6 +30,8 @@ def test_project_params_and_tiny_params_are_valid(project_root: Path) -> None:
         (("split", "val_fraction"), 1.5, "split.val_fraction' has value 1.5"),
         (("train", "rnn", "architecture", "cell"), "transformer", "'lstm' or 'gru'"),
         (("train", "attention", "architecture", "heads"), 3, "divisible by heads=3"),
+        (("train", "attention", "architecture", "stem_strides"), [2], "one stride from 1 to 4 for each of"),
+        (("train", "attention", "architecture", "stem_strides"), [2, 2, 5], "stem_strides=[2, 2, 5]"),
     ],
 )
 def test_invalid_value_is_named(raw_params: dict, path: tuple, value: object, expected: str) -> None:

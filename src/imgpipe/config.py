@@ -101,12 +101,18 @@ class AttentionArchitecture(_Strict):
     heads: int = Field(ge=1)
     depth: int = Field(ge=1, le=12)
     mlp_ratio: int = Field(ge=1)
-    stem_strides: int = Field(ge=1, le=4, description="each of the two stem convolutions downsamples by this")
+    stem_filters: list[int] = Field(min_length=1, description="widths of the stem's 3×3 conv-BN-ReLU layers")
+    stem_strides: list[int] = Field(min_length=1, description="the stride of each stem convolution (1 to 4)")
 
     @model_validator(mode="after")
-    def _dim_divides_by_heads(self) -> "AttentionArchitecture":
+    def _consistent(self) -> "AttentionArchitecture":
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
+        if len(self.stem_filters) != len(self.stem_strides) or not all(1 <= s <= 4 for s in self.stem_strides):
+            raise ValueError(f"stem_strides={self.stem_strides} must hold one stride from 1 to 4 for each of "
+                             f"stem_filters={self.stem_filters}")
+        if min(self.stem_filters) < 1:
+            raise ValueError(f"stem_filters={self.stem_filters} must all be at least 1")
         return self
 
 

@@ -97,14 +97,19 @@ def _transformer_block(x: keras.KerasTensor, index: int, dim: int, heads: int, m
 
 
 def build_attention(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float], std: Sequence[float],
-                    dim: int, heads: int, depth: int, mlp_ratio: int, stem_strides: int,
-                    dropout: float, l2: float) -> keras.Model:
-    """A small vision transformer: convolutional stem → tokens + positions → attention blocks → pooled softmax."""
+                    dim: int, heads: int, depth: int, mlp_ratio: int, stem_filters: Sequence[int],
+                    stem_strides: Sequence[int], dropout: float, l2: float) -> keras.Model:
+    """A hybrid vision transformer: convolutional stem → tokens + positions → attention blocks → pooled softmax."""
     inputs = keras.Input(input_shape, name="image")
     x = normalizer(mean, std)(inputs)
-    # Stem: two strided convolutions turn the image into a grid of dim-wide tokens.
-    x = layers.Conv2D(dim // 2, 3, strides=stem_strides, padding="same", activation="gelu", name="stem_conv0")(x)
-    x = layers.Conv2D(dim, 3, strides=stem_strides, padding="same", name="stem_conv1")(x)
+    # Stem: 3×3 conv-BN-ReLU layers turn the image into a coarse grid of features (Xiao et al., 2021).
+    for index, (width, stride) in enumerate(zip(stem_filters, stem_strides, strict=True)):
+        x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=_regularizer(l2),
+                          name=f"stem_conv{index}")(x)
+        x = layers.BatchNormalization(name=f"stem_bn{index}")(x)
+        x = layers.ReLU(name=f"stem_relu{index}")(x)
+    # Tokens: a 1×1 projection of every grid cell to dim, plus a learned position embedding.
+    x = layers.Conv2D(dim, 1, name="token_projection")(x)
     grid_height, grid_width = x.shape[1], x.shape[2]
     x = layers.Reshape((grid_height * grid_width, dim), name="tokens")(x)
     x = PositionEmbedding(name="positions")(x)

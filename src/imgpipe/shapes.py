@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,7 @@ def minimum_input_side(model_name: str, architecture: Mapping[str, Any]) -> int:
     if model_name == "cnn":
         return 2 ** len(architecture["filters"])
     if model_name == "attention":
-        return int(architecture["stem_strides"]) ** 2
+        return math.prod(int(stride) for stride in architecture["stem_strides"])
     return 1
 
 
@@ -21,6 +22,6 @@ def input_size_problem(model_name: str, architecture: Mapping[str, Any], height:
     if min(height, width) >= needed:
         return None
     cause = (f"{len(architecture['filters'])} pooling blocks (filters={list(architecture['filters'])})"
-             if model_name == "cnn" else f"two stem convolutions of stride {architecture.get('stem_strides')}")
+             if model_name == "cnn" else f"stem convolutions of strides {list(architecture.get('stem_strides', []))}")
     return (f"{height}×{width} images are too small for the {model_name} model: its {cause} need at least "
             f"{needed} pixels per side")
