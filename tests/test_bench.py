@@ -41,6 +41,7 @@ def test_a_small_benchmark_run_measures_every_family(project_root: Path, tmp_pat
     assert [family["model"] for family in benchmark["families"]] == ["cnn", "rnn", "attention"]
     for family in benchmark["families"]:
         assert family["naive_images_per_second"] > 0 and family["pipeline_images_per_second"] > 0
+        assert family["naive_no_xla_images_per_second"] > 0
         assert 0 < family["pipeline_fraction_of_sgemm"] < 1.5, family
         assert f"| {family['model']} |" in table
     assert benchmark["sgemm_gflops"] > 0
