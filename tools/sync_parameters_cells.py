@@ -14,9 +14,7 @@ from imgpipe.config import load_params, stage_parameters
 
 LOGGER = logging.getLogger("sync_parameters_cells")
 HEADER = "# Parameters: literals only, equal to params.yaml (Papermill injects the stage's values below).\n"
-NOTEBOOK_STAGES = {"1-preprocess": ("preprocess", None), "2-split": ("split", None), "3-train": ("train", "cnn"),
-                   "4-evaluate": ("evaluate", "cnn"), "5-report": ("report", None), "6-crossval": ("crossval", "cnn"),
-                   "7-export": ("export", "cnn")}
+MODEL_STAGES = ("train", "evaluate", "crossval", "export")    # their notebooks default to the cnn
 
 
 def parameters_source(values: dict[str, object], current: list[str]) -> list[str]:
@@ -36,8 +34,10 @@ def sync(root: Path) -> list[str]:
     """Rewrite every notebook whose parameters cell differs; return the names of those changed."""
     params = load_params(root / "params.yaml")
     changed = []
-    for name, (stage, model_name) in NOTEBOOK_STAGES.items():
-        path = root / "notebooks" / f"{name}.ipynb"
+    for path in sorted((root / "notebooks").glob("[0-9]-*.ipynb")):
+        name = path.stem
+        stage = name.split("-", 1)[1]
+        model_name = "cnn" if stage in MODEL_STAGES else None
         notebook = json.loads(path.read_text())
         cell = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
         source = parameters_source(stage_parameters(params, stage, model_name), "".join(cell["source"]).splitlines())
