@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgpipe import synthetic
+from imgpipe.data import synthetic
 from tests.helpers import copy_working_tree, run
 
 OUTPUTS = ("data/processed/dataset.npz", "data/processed/cleaning_report.json", "metrics/preprocess.json")

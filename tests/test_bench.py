@@ -9,8 +9,8 @@ import keras
 import pytest
 from keras import layers
 
-from imgpipe.bench import forward_flops_per_image, run_benchmark, write_benchmark
-from imgpipe.paths import ProjectPaths
+from imgpipe.bench.training import forward_flops_per_image, run_benchmark, write_benchmark
+from imgpipe.artifacts.paths import ProjectPaths
 
 
 def test_dense_and_convolution_flops_follow_the_textbook_formulas() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imgpipe.bench_preprocess import run_benchmark, write_benchmark
-from imgpipe.sources import list_class_folders
+from imgpipe.bench.preprocess import run_benchmark, write_benchmark
+from imgpipe.data.sources import list_class_folders
 from tests.helpers import run
 
 

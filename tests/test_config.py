@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgpipe.config import ParamsError, load_params, stage_parameters, validate_params
+from imgpipe.pipeline.config import ParamsError, load_params, stage_parameters, validate_params
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from imgpipe import crossval
-from imgpipe.evaluate import confident_mistakes, metrics_with_uncertainty
-from imgpipe.report import headline_table, verdict
+from imgpipe.evaluation import crossval
+from imgpipe.evaluation.evaluate import confident_mistakes, metrics_with_uncertainty
+from imgpipe.evaluation.report import headline_table, verdict
 from tests.test_models_and_training import ARCHITECTURES
 
 SETTINGS = {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9, "lr_schedule": "constant",

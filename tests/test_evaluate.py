@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imgpipe.evaluate import evaluate
+from imgpipe.evaluation.evaluate import evaluate
 
 
 def test_metrics_match_hand_computed_values() -> None:

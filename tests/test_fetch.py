@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.fetch import FASHION_MNIST_MD5, DataFetchError, fetch_fashion_mnist, md5_of
+from imgpipe.data.fetch import FASHION_MNIST_MD5, DataFetchError, fetch_fashion_mnist, md5_of
 
 REFUSED_URL = "http://127.0.0.1:9/"        # the discard port: connection refused at once
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from imgpipe import synthetic
+from imgpipe.data import synthetic
 from tests.helpers import copy_working_tree, run
 
 pytestmark = pytest.mark.pipeline

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from imgpipe.idx import IdxFormatError, decode_idx, load_idx
-from imgpipe.preprocess import DataError, check_pair, clean, load_dataset, load_raw, save_dataset
-from imgpipe.sources import IDX_FILES
+from imgpipe.data.idx import IdxFormatError, decode_idx, load_idx
+from imgpipe.data.preprocess import DataError, check_pair, clean, load_dataset, load_raw, save_dataset
+from imgpipe.data.sources import IDX_FILES
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from imgpipe import interpret, models
+from imgpipe.evaluation import interpret
+from imgpipe.models import builders as models
 from tests.test_models_and_training import ARCHITECTURES
 
 

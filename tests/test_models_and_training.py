@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imgpipe import batches, models, train
+from imgpipe.training import batches
+from imgpipe.models import builders as models
+from imgpipe.training import train
 
 ARCHITECTURES = {
     "cnn": {"filters": [8, 16], "convs_per_block": 1, "dense_units": 16},

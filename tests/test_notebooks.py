@@ -15,9 +15,9 @@ import nbformat
 import pytest
 import yaml
 
-from imgpipe.config import load_params, stage_parameters
-from imgpipe.hygiene import strip_notebook
-from imgpipe.runner import STAGE_NOTEBOOKS
+from imgpipe.pipeline.config import load_params, stage_parameters
+from imgpipe.pipeline.hygiene import strip_notebook
+from imgpipe.pipeline.runner import STAGE_NOTEBOOKS
 
 # The first model of each per-model stage is the one the notebook's defaults describe.
 DEFAULT_MODEL = {"train": "cnn", "evaluate": "cnn", "crossval": "cnn", "export": "cnn"}
@@ -37,16 +37,22 @@ def parameters_cell(path: Path) -> dict[str, object]:
     return values
 
 
-def imported_modules(source: str) -> set[str]:
+def module_file(module: str, src: Path) -> Path | None:
+    """The source file of an imgpipe module, or None for a name that is not a module (or a package)."""
+    file = src / f"{module.replace('.', '/')}.py"
+    return file if file.is_file() else None
+
+
+def imported_modules(source: str, src: Path) -> set[str]:
+    """The imgpipe modules a piece of code imports (``from imgpipe.pkg import module`` included)."""
     modules = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "imgpipe":
-                modules |= {f"imgpipe.{alias.name}" for alias in node.names}
+            modules |= {f"{node.module}.{alias.name}" for alias in node.names}
             modules.add(node.module)
         elif isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
-    return {module for module in modules if module.startswith("imgpipe.")}
+    return {module for module in modules if module.startswith("imgpipe.") and module_file(module, src)}
 
 
 def imgpipe_closure(modules: set[str], src: Path) -> set[str]:
@@ -58,7 +64,7 @@ def imgpipe_closure(modules: set[str], src: Path) -> set[str]:
         if module in seen:
             continue
         seen.add(module)
-        pending += imported_modules((src / f"{module.replace('.', '/')}.py").read_text())
+        pending += imported_modules(module_file(module, src).read_text(), src)
     return seen
 
 
@@ -102,7 +108,7 @@ def test_strip_removes_outputs_counts_and_editor_metadata() -> None:
 @pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
 def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: Path, stage: str) -> None:
     notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
-    imports = set().union(*(imported_modules(cell.source) for cell in code_cells(notebook)))
+    imports = set().union(*(imported_modules(cell.source, project_root / "src") for cell in code_cells(notebook)))
     needed = {f"src/{module.replace('.', '/')}.py" for module in imgpipe_closure(imports, project_root / "src")}
     definition = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"][stage]
     deps = definition.get("do", definition)["deps"]

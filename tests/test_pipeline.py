@@ -23,9 +23,9 @@ import yaml
 from PIL import Image
 
 from imgpipe import MODEL_NAMES
-from imgpipe.evaluate import load_test_data
-from imgpipe.export import load_serving, predict_probabilities
-from imgpipe.verify import compare_with_commit
+from imgpipe.evaluation.evaluate import load_test_data
+from imgpipe.serving.export import load_serving, predict_probabilities
+from imgpipe.pipeline.verify import compare_with_commit
 from tests.helpers import BIN, run
 
 pytestmark = pytest.mark.pipeline

@@ -23,7 +23,9 @@ import psutil
 import pytest
 import yaml
 
-from imgpipe import batches, models, train
+from imgpipe.training import batches
+from imgpipe.models import builders as models
+from imgpipe.training import train
 from tests.helpers import BIN, GIT_IDENTITY, copy_working_tree, run
 
 EPOCHS = 6                      # enough epochs that the kill lands with some still to run

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgpipe import batches, shards, train
-from imgpipe.dataset import load_rows
+from imgpipe.training import batches
+from imgpipe.data import shards
+from imgpipe.training import train
+from imgpipe.data.dataset import load_rows
 
 IMAGE_SHAPE = (6, 5, 3)
 AUGMENT = {"horizontal_flip": True, "crop_padding": 1, "random_erasing": 0.5}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgpipe import synthetic
-from imgpipe.decode import DecodeSettings, decode_file
-from imgpipe.preprocess import DataError, clean, load_raw
-from imgpipe.sources import list_class_folders, read_manifest
+from imgpipe.data import synthetic
+from imgpipe.data.decode import DecodeSettings, decode_file
+from imgpipe.data.preprocess import DataError, clean, load_raw
+from imgpipe.data.sources import list_class_folders, read_manifest
 
 
 def folder_params(**overrides: object) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imgpipe.split import split_dataset
+from imgpipe.data.split import split_dataset
 
 
 def make_labels() -> tuple[np.ndarray, np.ndarray]:

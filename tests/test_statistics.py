@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from imgpipe.statistics import (bootstrap_intervals, confusion_counts, expected_calibration_error, mcnemar,
+from imgpipe.evaluation.statistics import (bootstrap_intervals, confusion_counts, expected_calibration_error, mcnemar,
                                 metrics_from_confusion)
 
 

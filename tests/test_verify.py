@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgpipe.verify import lock_differences, metric_differences
+from imgpipe.pipeline.verify import lock_differences, metric_differences
 
 
 def test_metric_differences_name_the_key_and_both_values_and_skip_machine_speed() -> None:

@@ -18,10 +18,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from imgpipe import models
-from imgpipe.batches import channel_statistics
-from imgpipe.paths import project_paths
-from imgpipe.preprocess import read_idx_images
+from imgpipe.models import builders as models
+from imgpipe.training.batches import channel_statistics
+from imgpipe.artifacts.paths import project_paths
+from imgpipe.data.preprocess import read_idx_images
 
 LOGGER = logging.getLogger("step_time")
 BATCH_SIZE = 128

@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from imgpipe.config import load_params, stage_parameters
+from imgpipe.pipeline.config import load_params, stage_parameters
 
 LOGGER = logging.getLogger("sync_parameters_cells")
 HEADER = "# Parameters: literals only, equal to params.yaml (Papermill injects the stage's values below).\n"

@@ -17,10 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from imgpipe import batches, models, shards, train
-from imgpipe.config import load_params
-from imgpipe.paths import project_paths
-from imgpipe.preprocess import read_idx_images
+from imgpipe.training import batches
+from imgpipe.models import builders as models
+from imgpipe.data import shards
+from imgpipe.training import train
+from imgpipe.pipeline.config import load_params
+from imgpipe.artifacts.paths import project_paths
+from imgpipe.data.preprocess import read_idx_images
 
 LOGGER = logging.getLogger("train_and_score")
 

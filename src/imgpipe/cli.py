@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from imgpipe import MODEL_NAMES
-from imgpipe.config import ParamsError, load_params, stage_parameters
-from imgpipe.fetch import DataFetchError, fetch_fashion_mnist
-from imgpipe.paths import project_paths
-from imgpipe.runner import STAGE_NOTEBOOKS, StageFailed, execute_stage, publish_html, record_skipped
+from imgpipe.pipeline.config import ParamsError, load_params, stage_parameters
+from imgpipe.data.fetch import DataFetchError, fetch_fashion_mnist
+from imgpipe.artifacts.paths import project_paths
+from imgpipe.pipeline.runner import STAGE_NOTEBOOKS, StageFailed, execute_stage, publish_html, record_skipped
 
 LOGGER = logging.getLogger("imgpipe")
 
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify(keep: bool) -> int:
-    from imgpipe.verify import verify
+    from imgpipe.pipeline.verify import verify
 
     differences = verify(project_paths().root, keep)
     for line in differences:
@@ -66,7 +66,7 @@ def _verify(keep: bool) -> int:
 
 
 def _bench(images: int, warmup_images: int, output: str) -> None:
-    from imgpipe.bench import run_benchmark, write_benchmark   # TensorFlow loads only for this command
+    from imgpipe.bench.training import run_benchmark, write_benchmark   # TensorFlow loads only for this command
 
     paths = project_paths()
     table = write_benchmark(run_benchmark(paths, images, warmup_images), paths.root / output)
@@ -74,21 +74,21 @@ def _bench(images: int, warmup_images: int, output: str) -> None:
 
 
 def _bench_preprocess(images: int, image_size: int, workers: list[int], output: str) -> None:
-    from imgpipe.bench_preprocess import run_benchmark, write_benchmark
+    from imgpipe.bench.preprocess import run_benchmark, write_benchmark
 
     table = write_benchmark(run_benchmark(images, image_size, workers), project_paths().root / output)
     sys.stdout.write(table + "\n")
 
 
 def _bench_streaming(images: int, memory_limit_mb: int, budgets: list[float], output: str) -> None:
-    from imgpipe.bench_streaming import run_benchmark, write_benchmark
+    from imgpipe.bench.streaming import run_benchmark, write_benchmark
 
     table = write_benchmark(run_benchmark(images, memory_limit_mb, budgets), project_paths().root / output)
     sys.stdout.write(table + "\n")
 
 
 def _make_folder_dataset(folder: str, per_class: int, with_broken_files: bool) -> None:
-    from imgpipe import synthetic
+    from imgpipe.data import synthetic
 
     count = synthetic.write_shapes_dataset(Path(folder), per_class)
     broken = synthetic.write_broken_files(Path(folder)) if with_broken_files else {}
@@ -97,7 +97,7 @@ def _make_folder_dataset(folder: str, per_class: int, with_broken_files: bool) -
 
 def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")         # keep TensorFlow's C++ start-up notes off the output
-    from imgpipe.predict import run_predict                    # TensorFlow loads only for this command
+    from imgpipe.serving.predict import run_predict                    # TensorFlow loads only for this command
 
     return run_predict(inputs, Path(export_dir) if export_dir else project_paths().export_dir(model), as_json)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 
-from imgpipe import synthetic
-from imgpipe.decode import worker_count
-from imgpipe.files import save_json
-from imgpipe.preprocess import clean, cleaning_metrics, load_raw, save_dataset
+from imgpipe.data import synthetic
+from imgpipe.data.decode import worker_count
+from imgpipe.artifacts.files import save_json
+from imgpipe.data.preprocess import clean, cleaning_metrics, load_raw, save_dataset
 
 LOGGER = logging.getLogger(__name__)
 JPEG_ONLY = (("jpg", "JPEG", "RGB"),)

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from imgpipe.backup import TrainingBackup, training_fingerprint
-from imgpipe.batches import SeededBatches
-from imgpipe.distribute import multi_worker_fit
+from imgpipe.training.backup import TrainingBackup, training_fingerprint
+from imgpipe.training.batches import SeededBatches
+from imgpipe.training.distribute import multi_worker_fit
 
 LOGGER = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from imgpipe.models import attention_scores_model
+from imgpipe.models.builders import attention_scores_model
 
 
 def sample_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

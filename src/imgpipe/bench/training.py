@@ -29,11 +29,14 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from imgpipe import MODEL_NAMES, batches, models, train
-from imgpipe.config import load_params
-from imgpipe.files import save_json
-from imgpipe.paths import ProjectPaths
-from imgpipe.preprocess import read_idx_images
+from imgpipe import MODEL_NAMES
+from imgpipe.training import batches
+from imgpipe.models import builders as models
+from imgpipe.training import train
+from imgpipe.pipeline.config import load_params
+from imgpipe.artifacts.files import save_json
+from imgpipe.artifacts.paths import ProjectPaths
+from imgpipe.data.preprocess import read_idx_images
 
 LOGGER = logging.getLogger(__name__)
 NAIVE_BATCH_SIZE = 128

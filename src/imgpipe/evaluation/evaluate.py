@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from imgpipe.dataset import load_labels, load_rows
-from imgpipe.split import load_split
-from imgpipe.statistics import bootstrap_intervals, expected_calibration_error
-from imgpipe.statistics import calibration_bins as calibration_table
+from imgpipe.data.dataset import load_labels, load_rows
+from imgpipe.data.split import load_split
+from imgpipe.evaluation.statistics import bootstrap_intervals, expected_calibration_error
+from imgpipe.evaluation.statistics import calibration_bins as calibration_table
 
 
 def load_test_data(dataset_path: Path, split_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

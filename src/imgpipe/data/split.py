@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from imgpipe.dataset import ORIGIN_TEST, ORIGIN_TRAIN
+from imgpipe.data.dataset import ORIGIN_TEST, ORIGIN_TRAIN
 
 
 @dataclass(frozen=True)

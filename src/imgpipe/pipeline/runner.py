@@ -18,9 +18,9 @@ import papermill
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 
-from imgpipe.config import load_params, stage_parameters
-from imgpipe.files import save_json
-from imgpipe.paths import ProjectPaths
+from imgpipe.pipeline.config import load_params, stage_parameters
+from imgpipe.artifacts.files import save_json
+from imgpipe.artifacts.paths import ProjectPaths
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ STAGE_NOTEBOOKS: dict[str, str] = {
     "crossval": "6-crossval.ipynb",
     "export": "7-export.ipynb",
 }
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).parents[1] / "templates"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Errors about the user's data or params: their message says everything, a traceback would only bury it.
 USER_ERRORS = frozenset({"DataError", "IdxFormatError", "ParamsError"})

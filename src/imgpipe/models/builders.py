@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from imgpipe.shapes import input_size_problem
+from imgpipe.models.shapes import input_size_problem
 
 
 @keras.saving.register_keras_serializable(package="imgpipe")

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from imgpipe.files import load_json
-from imgpipe.paths import ProjectPaths
-from imgpipe.statistics import mcnemar
+from imgpipe.artifacts.files import load_json
+from imgpipe.artifacts.paths import ProjectPaths
+from imgpipe.evaluation.statistics import mcnemar
 
 HEADLINE_METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "dvc", "dvclive",

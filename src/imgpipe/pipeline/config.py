@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from imgpipe import MODEL_NAMES
-from imgpipe.shapes import input_size_problem
+from imgpipe.models.shapes import input_size_problem
 
 
 class ParamsError(ValueError):

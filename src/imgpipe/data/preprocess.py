@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from imgpipe.decode import DecodeSettings, Decoded, conform, decode_files, pixel_digest, worker_count, \
+from imgpipe.data.decode import DecodeSettings, Decoded, conform, decode_files, pixel_digest, worker_count, \
     write_npy_header
-from imgpipe.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, Dataset, load_dataset, write_npy_member
-from imgpipe.idx import IdxFormatError, load_idx
-from imgpipe.sources import IDX_FILES, DataError, ImageFiles, find_idx_file, \
+from imgpipe.data.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, Dataset, load_dataset, write_npy_member
+from imgpipe.data.idx import IdxFormatError, load_idx
+from imgpipe.data.sources import IDX_FILES, DataError, ImageFiles, find_idx_file, \
     list_class_folders, read_manifest
 
 LOGGER = logging.getLogger(__name__)

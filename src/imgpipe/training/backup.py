@@ -11,8 +11,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from imgpipe.batches import SeededBatches
-from imgpipe.files import load_json, save_json
+from imgpipe.training.batches import SeededBatches
+from imgpipe.artifacts.files import load_json, save_json
 
 LOGGER = logging.getLogger(__name__)
 

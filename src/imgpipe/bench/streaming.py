@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from imgpipe.files import save_json
-from imgpipe.shards import write_shards
+from imgpipe.artifacts.files import save_json
+from imgpipe.data.shards import write_shards
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_SHAPE = (64, 64, 3)
@@ -82,7 +82,10 @@ class MemoryCgroup:
 
 def train_one_epoch(shards_folder: Path, memory_budget_mb: float) -> dict[str, Any]:
     """The train stage's input path and fit, one epoch of a small CNN (run in the limited child)."""
-    from imgpipe import batches, models, shards, train
+    from imgpipe.training import batches
+    from imgpipe.models import builders as models
+    from imgpipe.data import shards
+    from imgpipe.training import train
 
     train.seed_everything(0, deterministic=True)
     data = batches.training_input(shards_folder, 128, 0, {"horizontal_flip": True, "crop_padding": 2}, memory_budget_mb)
@@ -100,7 +103,7 @@ def measure(shards_folder: Path, memory_budget_mb: float, limit_mib: int) -> dic
     cgroup = MemoryCgroup.create(limit_mib * 2**20)
     started = time.perf_counter()
     result_file = shards_folder.with_name(f"result-{memory_budget_mb}.json")
-    child = subprocess.run([sys.executable, "-m", "imgpipe.bench_streaming", str(shards_folder), str(memory_budget_mb),
+    child = subprocess.run([sys.executable, "-m", "imgpipe.bench.streaming", str(shards_folder), str(memory_budget_mb),
                             str(result_file)], capture_output=True, text=True,
                            preexec_fn=cgroup.join if cgroup else None)
     run: dict[str, Any] = {"memory_budget_mb": memory_budget_mb, "exit_status": child.returncode,
@@ -150,6 +153,6 @@ def write_benchmark(benchmark: dict[str, Any], output: Path) -> str:
     return markdown_table(benchmark)
 
 
-if __name__ == "__main__":          # the limited child: python -m imgpipe.bench_streaming SHARDS BUDGET RESULT_JSON
+if __name__ == "__main__":          # the limited child: python -m imgpipe.bench.streaming SHARDS BUDGET RESULT_JSON
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     save_json(train_one_epoch(Path(sys.argv[1]), float(sys.argv[2])), Path(sys.argv[3]))

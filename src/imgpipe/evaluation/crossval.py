@@ -14,9 +14,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from imgpipe import batches, evaluate, models, train
-from imgpipe.dataset import load_labels, load_rows
-from imgpipe.split import load_split
+from imgpipe.training import batches
+from imgpipe.evaluation import evaluate
+from imgpipe.models import builders as models
+from imgpipe.training import train
+from imgpipe.data.dataset import load_labels, load_rows
+from imgpipe.data.split import load_split
 
 
 def load_training_set(dataset_path: Path, split_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

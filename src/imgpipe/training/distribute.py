@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from imgpipe.paths import ProjectPaths
+from imgpipe.artifacts.paths import ProjectPaths
 
 LOGGER = logging.getLogger(__name__)
 

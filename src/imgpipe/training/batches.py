@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from imgpipe.shards import ShardedPart, channel_sums, open_part, read_shard, statistics_from_sums
+from imgpipe.data.shards import ShardedPart, channel_sums, open_part, read_shard, statistics_from_sums
 
 LOGGER = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from imgpipe.dataset import ROWS_PER_BLOCK, image_blocks, load_labels, write_npy_member
-from imgpipe.files import load_json, save_json
+from imgpipe.data.dataset import ROWS_PER_BLOCK, image_blocks, load_labels, write_npy_member
+from imgpipe.artifacts.files import load_json, save_json
 
 MANIFEST = "manifest.json"
 
