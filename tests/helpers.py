@@ -15,8 +15,9 @@ GIT_IDENTITY = {"GIT_AUTHOR_NAME": "imgpipe tests", "GIT_AUTHOR_EMAIL": "tests@i
                 "GIT_COMMITTER_NAME": "imgpipe tests", "GIT_COMMITTER_EMAIL": "tests@imgpipe.invalid"}
 
 
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **GIT_IDENTITY, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+def run(command: list[str], cwd: Path, check: bool = True,
+        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **GIT_IDENTITY, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(extra_env or {})}
     env.pop("IMGPIPE_ROOT", None)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgpipe.pipeline.config import ParamsError, load_params, stage_parameters, validate_params
+from imgpipe.config.schema import ParamsError, load_params, validate_params
+from imgpipe.pipeline.stages import stage
 
 
 @pytest.fixture
@@ -66,11 +67,18 @@ def test_unreadable_file_is_a_params_error(tmp_path: Path) -> None:
 
 def test_stage_parameters_are_exactly_the_stage_keys(project_root: Path, raw_params: dict) -> None:
     params = load_params(project_root / "params.yaml")
-    train = stage_parameters(params, "train", "rnn")
+    train = stage("train").parameters(params, "rnn")["params"]
     assert train["model_name"] == "rnn"
-    assert train["architecture"] == raw_params["train"]["rnn"]["architecture"]
-    assert set(train) == {"model_name", "seed", "deterministic", "strategy", "memory_budget_mb",
-                          *raw_params["train"]["rnn"]}
-    assert stage_parameters(params, "split") == raw_params["split"]
+    assert train["model"] == raw_params["train"]["rnn"]
+    assert set(train) == {"model_name", "seed", "deterministic", "strategy", "memory_budget_mb", "model"}
+    assert stage("split").parameters(params)["params"] == raw_params["split"]
+    crossval = stage("crossval").parameters(params, "cnn")["params"]
+    assert set(crossval) == {"folds", "seed", "epochs", "train"} and crossval["train"]["model"] == raw_params["train"]["cnn"]
     with pytest.raises(ParamsError, match="unknown model name 'mlp'"):
-        stage_parameters(params, "train", "mlp")
+        stage("train").parameters(params, "mlp")
+
+
+def test_a_bad_value_in_a_notebooks_params_names_the_key() -> None:
+    with pytest.raises(ParamsError, match=r"key 'model.epochs' has value 0"):
+        stage("train").typed({"seed": 1, "deterministic": True, "strategy": "default", "memory_budget_mb": 0,
+                              "model_name": "cnn", "model": {"epochs": 0}})

@@ -8,12 +8,13 @@ import pandas as pd
 from imgpipe.evaluation import crossval
 from imgpipe.evaluation.evaluate import confident_mistakes, metrics_with_uncertainty
 from imgpipe.evaluation.report import headline_table, verdict
-from tests.test_models_and_training import ARCHITECTURES
+from imgpipe.config.schema import CrossvalStageParams
+from tests.test_models_and_training import SETTINGS
 
-SETTINGS = {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9, "lr_schedule": "constant",
-            "warmup_epochs": 0, "epochs": 6, "batch_size": 16, "dropout": 0.0, "l2": 0.0, "label_smoothing": 0.0,
-            "early_stopping_patience": 0, "jit_compile": False,
-            "augment": {"horizontal_flip": False, "crop_padding": 0}, "architecture": ARCHITECTURES["cnn"]}
+CROSSVAL = CrossvalStageParams.model_validate({
+    "folds": 2, "seed": 0, "epochs": 0,
+    "train": {"seed": 0, "deterministic": True, "strategy": "default", "memory_budget_mb": 64, "model_name": "cnn",
+              "model": SETTINGS}})
 
 
 def test_folds_are_stratified_disjoint_and_cover_everything() -> None:
@@ -28,7 +29,7 @@ def test_folds_are_stratified_disjoint_and_cover_everything() -> None:
 
 def test_a_real_two_fold_cross_validation(stripes: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = stripes
-    table = crossval.cross_validate("cnn", SETTINGS, images, labels, 3, folds=2, seed=0)
+    table = crossval.cross_validate(CROSSVAL, images, labels, 3)
     assert table["fold"].tolist() == [0, 1]
     assert (table["accuracy"] > 0.6).all()                      # chance is 1/3
     summary = crossval.summarize(table)

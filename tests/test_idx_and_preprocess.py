@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from imgpipe.data.idx import IdxFormatError, decode_idx, load_idx
-from imgpipe.data.preprocess import DataError, check_pair, clean, load_dataset, load_raw, save_dataset
+from imgpipe.config.schema import PreprocessParams
+from imgpipe.data.dataset import load_labels, load_rows
+from imgpipe.data.preprocess import DataError, check_pair, clean, load_raw, save_dataset
 from imgpipe.data.sources import IDX_FILES
 
 
@@ -64,9 +66,9 @@ def write_idx_source(root: Path, train: np.ndarray, train_labels: np.ndarray, te
         (root / labels_name).write_bytes(idx_bytes(labels.astype(np.uint8)))  # plain files are read too
 
 
-def idx_params(**overrides: object) -> dict:
+def idx_params(**overrides: object) -> PreprocessParams:
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["preprocess"]
-    return {**params, "class_names": list("abcde"), "min_images_per_class": 1, **overrides}
+    return PreprocessParams(**{**params, "class_names": list("abcde"), "min_images_per_class": 1, **overrides})
 
 
 def test_blank_conflicting_and_exact_duplicates_are_dropped_and_listed(tmp_path: Path) -> None:
@@ -106,9 +108,10 @@ def test_a_resized_rgb_idx_dataset_round_trips_through_the_saved_archive(tmp_pat
     raw = load_raw(params, tmp_path, tmp_path / "decoded.npy")
     keep, _ = clean(raw, params)
     save_dataset(raw, keep, tmp_path / "dataset.npz")
-    dataset = load_dataset(tmp_path / "dataset.npz")
-    assert dataset.images.shape == (11, 12, 10, 3) and dataset.images.dtype == np.uint8
-    np.testing.assert_array_equal(dataset.images[..., 0], dataset.images[..., 2])  # gray repeated into RGB
+    dataset = load_labels(tmp_path / "dataset.npz")
+    images, _ = load_rows(tmp_path / "dataset.npz", np.arange(len(dataset.labels)))
+    assert images.shape == (11, 12, 10, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])  # gray repeated into RGB
     assert dataset.origin.tolist() == [0] * 8 + [1] * 3 and dataset.class_names == tuple("abcde")
     first = (tmp_path / "dataset.npz").read_bytes()
     save_dataset(raw, keep, tmp_path / "dataset.npz")

@@ -27,7 +27,7 @@ def test_saliency_is_zero_where_the_model_does_not_look() -> None:
 def test_each_family_gets_its_maps(name: str, methods: set[str]) -> None:
     model = models.build_model(name, (28, 28, 1), 10, [0.0], [1.0], ARCHITECTURES[name], 0.0, 0.0)
     images = np.random.default_rng(1).integers(0, 255, (3, 28, 28, 1)).astype(np.float32)
-    maps = interpret.explain(model, images)
+    maps = interpret.explain(model, images, name)
     assert set(maps) == methods
     for values in maps.values():
         assert values.shape == (3, 28, 28) and values.min() >= 0.0 and values.max() <= 1.0

@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 
 from imgpipe.training import batches
+from imgpipe.config.schema import model_train_schema
 from imgpipe.models import builders as models
+from imgpipe.training.recipe import compiled_model
 from imgpipe.training import train
 
 ARCHITECTURES = {
@@ -18,6 +20,11 @@ ARCHITECTURES = {
     "attention": {"dim": 16, "heads": 2, "depth": 1, "mlp_ratio": 2, "stem_filters": [8, 16],
                   "stem_strides": [2, 2]},
 }
+SETTINGS = {"optimizer": "adam", "learning_rate": 0.01, "momentum": 0.9, "lr_schedule": "constant",
+            "warmup_epochs": 0, "epochs": 6, "batch_size": 16, "dropout": 0.0, "l2": 0.0, "label_smoothing": 0.0,
+            "early_stopping_patience": 0, "jit_compile": False,
+            "augment": {"horizontal_flip": False, "crop_padding": 0, "random_erasing": 0.0},
+            "architecture": ARCHITECTURES["cnn"]}
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -47,7 +54,7 @@ def test_dataset_is_deterministic_under_a_seed(stripes: tuple[np.ndarray, np.nda
     augment = {"horizontal_flip": True, "crop_padding": 2}
 
     def first_batch(seed: int) -> np.ndarray:
-        data = batches.make_dataset(images, labels, 3, 16, seed, training=True, augment=augment)
+        data = batches.EpochBatches(images, labels, 3, 16, seed, augment).from_epoch(0)
         return next(iter(data))[0].numpy()
 
     assert first_batch(5).shape == (16, 12, 12, 1)
@@ -84,11 +91,12 @@ def test_a_real_fit_learns_a_learnable_problem(stripes: tuple[np.ndarray, np.nda
     train.seed_everything(0, deterministic=True)
     images, labels = stripes
     mean, std = batches.channel_statistics(images)
-    model = models.build_model("cnn", images.shape[1:], 3, mean, std, ARCHITECTURES["cnn"], 0.0, 0.0)
-    data = batches.make_dataset(images, labels, 3, 16, 0, training=True)
-    rate = 0.01 if optimizer == "adam" else 0.05
-    train.compile_model(model, train.make_optimizer(optimizer, rate, 0.9, "cosine", 1, 8, 8), 0.1, False)
-    result = train.fit(model, data, batches.make_dataset(images, labels, 3, 64, 0, training=False), 8, len(labels), 0, [])
+    data = batches.EpochBatches(images, labels, 3, 16, 0, None)
+    settings = model_train_schema("cnn").model_validate({
+        **SETTINGS, "optimizer": optimizer, "learning_rate": 0.01 if optimizer == "adam" else 0.05,
+        "lr_schedule": "cosine", "warmup_epochs": 1, "epochs": 8, "label_smoothing": 0.1})
+    model = compiled_model("cnn", settings, images.shape[1:], 3, mean, std, data.steps)
+    result = train.fit(model, data, batches.validation_dataset(images, labels, 3, 64), 8, len(labels), 0, [])
     assert result.epochs_run == 8
     assert max(result.history["val_accuracy"]) > 0.9            # chance is 1/3
     facts = train.training_facts(model, result, {"batch_size": 16, "optimizer": optimizer})

@@ -15,12 +15,12 @@ import nbformat
 import pytest
 import yaml
 
-from imgpipe.pipeline.config import load_params, stage_parameters
+from imgpipe.config.schema import load_params
+from imgpipe.models.registry import family_names
 from imgpipe.pipeline.hygiene import strip_notebook
-from imgpipe.pipeline.runner import STAGE_NOTEBOOKS
+from imgpipe.pipeline.stages import STAGES, Stage, stage
 
-# The first model of each per-model stage is the one the notebook's defaults describe.
-DEFAULT_MODEL = {"train": "cnn", "evaluate": "cnn", "crossval": "cnn", "export": "cnn"}
+STAGE_NAMES = [entry.name for entry in STAGES]
 
 
 def code_cells(path: Path) -> list[nbformat.NotebookNode]:
@@ -68,16 +68,41 @@ def imgpipe_closure(modules: set[str], src: Path) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
-def test_parameters_cell_equals_params_yaml(project_root: Path, stage: str) -> None:
-    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
-    expected = stage_parameters(load_params(project_root / "params.yaml"), stage, DEFAULT_MODEL.get(stage))
-    assert parameters_cell(notebook) == expected
+def needed_deps(entry: Stage, src: Path) -> set[str]:
+    """The src files a stage reads: its notebook's import closure, and its family's module (loaded by name)."""
+    notebook = src.parent / "notebooks" / entry.notebook
+    imports = set().union(*(imported_modules(cell.source, src) for cell in code_cells(notebook)))
+    needed = {f"src/{module.replace('.', '/')}.py" for module in imgpipe_closure(imports, src)}
+    return needed | ({"src/imgpipe/models/families/${item}.py"} if entry.per_model else set())
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
-def test_notebook_is_clean_narrative_over_src(project_root: Path, stage: str) -> None:
-    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
+@pytest.mark.parametrize("stage_name", STAGE_NAMES)
+def test_parameters_cell_equals_params_yaml(project_root: Path, stage_name: str) -> None:
+    entry = stage(stage_name)
+    expected = entry.parameters(load_params(project_root / "params.yaml"), family_names()[0])
+    assert parameters_cell(project_root / "notebooks" / entry.notebook) == expected
+
+
+@pytest.mark.parametrize("stage_name", STAGE_NAMES)
+def test_first_cell_turns_params_back_into_the_typed_object(project_root: Path, stage_name: str) -> None:
+    entry = stage(stage_name)
+    first = code_cells(project_root / "notebooks" / entry.notebook)[1].source
+    assert f"params = validate_section({entry.schema.__name__}, params, 'params')" in first
+    values = parameters_cell(project_root / "notebooks" / entry.notebook)["params"]
+    assert entry.typed(values) == entry.section(load_params(project_root / "params.yaml"), family_names()[0])
+
+
+def test_dvc_yaml_names_the_stages_of_the_table_in_order_and_every_family(project_root: Path) -> None:
+    definition = yaml.safe_load((project_root / "dvc.yaml").read_text())
+    assert list(definition["stages"]) == STAGE_NAMES
+    assert definition["vars"][0]["models"] == list(family_names())
+    numbered = sorted(path.name for path in (project_root / "notebooks").glob("[0-9]-*.ipynb"))
+    assert numbered == [entry.notebook for entry in STAGES]
+
+
+@pytest.mark.parametrize("stage_name", STAGE_NAMES)
+def test_notebook_is_clean_narrative_over_src(project_root: Path, stage_name: str) -> None:
+    notebook = project_root / "notebooks" / stage(stage_name).notebook
     for cell in code_cells(notebook):
         assert not cell.outputs and cell.execution_count is None, f"{notebook.name} is committed with outputs"
         defined = [node for node in ast.walk(ast.parse(cell.source))
@@ -85,9 +110,9 @@ def test_notebook_is_clean_narrative_over_src(project_root: Path, stage: str) ->
         assert not defined, f"{notebook.name} defines code; move it into src/imgpipe"
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
-def test_committed_notebook_is_already_in_its_stripped_form(project_root: Path, stage: str) -> None:
-    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
+@pytest.mark.parametrize("stage_name", STAGE_NAMES)
+def test_committed_notebook_is_already_in_its_stripped_form(project_root: Path, stage_name: str) -> None:
+    notebook = project_root / "notebooks" / stage(stage_name).notebook
     text = notebook.read_text()
     assert nbformat.writes(nbformat.from_dict(strip_notebook(json.loads(text)))) + "\n" == text
 
@@ -105,13 +130,10 @@ def test_strip_removes_outputs_counts_and_editor_metadata() -> None:
     assert stripped["metadata"]["language_info"] == {"name": "python"}
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_NOTEBOOKS))
-def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: Path, stage: str) -> None:
-    notebook = project_root / "notebooks" / STAGE_NOTEBOOKS[stage]
-    imports = set().union(*(imported_modules(cell.source, project_root / "src") for cell in code_cells(notebook)))
-    needed = {f"src/{module.replace('.', '/')}.py" for module in imgpipe_closure(imports, project_root / "src")}
-    definition = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"][stage]
+@pytest.mark.parametrize("stage_name", STAGE_NAMES)
+def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: Path, stage_name: str) -> None:
+    entry = stage(stage_name)
+    definition = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"][stage_name]
     deps = definition.get("do", definition)["deps"]
-    declared = {dep for dep in deps if dep.startswith("src/")}
-    assert declared == needed
-    assert f"notebooks/{STAGE_NOTEBOOKS[stage]}" in deps
+    assert {dep for dep in deps if dep.startswith("src/")} == needed_deps(entry, project_root / "src")
+    assert f"notebooks/{entry.notebook}" in deps

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from imgpipe import MODEL_NAMES
+from imgpipe.models.registry import family_names
 from imgpipe.evaluation.evaluate import load_test_data
 from imgpipe.serving.export import load_serving, predict_probabilities
 from imgpipe.pipeline.verify import compare_with_commit
@@ -40,7 +40,7 @@ def test_every_stage_output_exists_and_is_valid(repo: Path) -> None:
     split = json.loads((repo / "metrics/split.json").read_text())
     # 0.2 MB shards hold 267 images of 28×28×1: four shards of each 1,000-image part
     assert split == {"train_images": 1000, "val_images": 1000, "test_images": 1000, "train_shards": 4, "val_shards": 4}
-    for model in MODEL_NAMES:
+    for model in family_names():
         facts = json.loads((repo / f"metrics/train/{model}.json").read_text())
         assert facts["epochs_run"] == 3 and facts["parameters"] > 0 and facts["images_per_second"] > 0
         assert facts["streamed"] is True, "the tiny params' memory budget of 0 must stream from the shards"
@@ -79,7 +79,7 @@ def test_dvc_status_is_clean_and_a_second_repro_runs_nothing(repo: Path) -> None
 def test_metrics_and_plots_are_declared(repo: Path) -> None:
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     files = next(iter(metrics.values()))["data"]
-    assert {f"metrics/evaluate/{model}.json" for model in MODEL_NAMES} <= set(files)
+    assert {f"metrics/evaluate/{model}.json" for model in family_names()} <= set(files)
     run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
     page = (repo / "dvc_plots" / "index.html").read_text()
     assert "Validation accuracy per epoch" in page and "Confusion matrix" in page
@@ -222,7 +222,7 @@ def test_saving_a_run_notebook_in_jupyter_keeps_dvc_clean(repo: Path) -> None:
 
 def test_the_exported_model_reproduces_the_pipeline_predictions(repo: Path) -> None:
     x_test, _, _ = load_test_data(repo / "data/processed/dataset.npz", repo / "data/split/indices.npz")
-    for model in MODEL_NAMES:
+    for model in family_names():
         exported = predict_probabilities(load_serving(repo / f"exported/{model}/1"), x_test)
         pipeline = np.load(repo / f"data/predictions/{model}.npy")
         np.testing.assert_allclose(exported, pipeline, atol=1e-5)

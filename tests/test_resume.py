@@ -72,7 +72,7 @@ def fit_cnn(images: np.ndarray, labels: np.ndarray, backup: Path, callbacks: lis
     model = models.build_model("cnn", images.shape[1:], 3, mean, std, CNN, 0.3, 1e-4)
     epochs = batches.EpochBatches(images, labels, 3, 16, 0, AUGMENT)
     train.compile_model(model, train.make_optimizer("adam", 0.01, 0.9, "cosine", 1, 4, epochs.steps), 0.0, False)
-    val = batches.make_dataset(images, labels, 3, 64, 0, training=False)
+    val = batches.validation_dataset(images, labels, 3, 64)
     return model, train.fit(model, epochs, val, 4, len(labels), 0, callbacks, backup)
 
 

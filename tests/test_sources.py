@@ -11,14 +11,15 @@ from PIL import Image
 
 from imgpipe.data import synthetic
 from imgpipe.data.decode import DecodeSettings, decode_file
+from imgpipe.config.schema import PreprocessParams
 from imgpipe.data.preprocess import DataError, clean, load_raw
 from imgpipe.data.sources import list_class_folders, read_manifest
 
 
-def folder_params(**overrides: object) -> dict:
-    return {"source": "folder", "path": "data/raw/shapes", "class_names": [], "image_size": [32, 32], "channels": 3,
+def folder_params(**overrides: object) -> PreprocessParams:
+    return PreprocessParams(**{"source": "folder", "path": "data/raw/shapes", "class_names": [], "image_size": [32, 32], "channels": 3,
             "resize": "pad", "min_side": 8, "max_pixels": 1_000_000, "min_images_per_class": 5, "blank_max_std": 0.0,
-            "drop_exact_duplicates": True, "drop_conflicting_duplicates": True, "workers": 2, **overrides}
+            "drop_exact_duplicates": True, "drop_conflicting_duplicates": True, "workers": 2, **overrides})
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def test_a_changed_default_is_written_into_the_train_and_crossval_cells(project_
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["cnn"]["epochs"] = 7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _load_tool(project_root).sync(root) == ["3-train", "6-crossval"]
-    assert parameters_cell(root / "notebooks/3-train.ipynb")["epochs"] == 7
-    assert parameters_cell(root / "notebooks/6-crossval.ipynb")["settings"]["epochs"] == 7
-    assert parameters_cell(root / "notebooks/3-train.ipynb")["seed"] == params["train"]["seed"]
+    assert _load_tool(project_root).sync(root) == ["3-train", "5-crossval"]
+    assert parameters_cell(root / "notebooks/3-train.ipynb")["params"]["model"]["epochs"] == 7
+    assert parameters_cell(root / "notebooks/5-crossval.ipynb")["params"]["train"]["model"]["epochs"] == 7
+    assert parameters_cell(root / "notebooks/3-train.ipynb")["params"]["seed"] == params["train"]["seed"]

@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from imgpipe import MODEL_NAMES
-from imgpipe.pipeline.config import ParamsError, load_params, stage_parameters
+from imgpipe.artifacts.files import save_json
+from imgpipe.config.schema import ParamsError, load_params
 from imgpipe.data.fetch import DataFetchError, fetch_fashion_mnist
 from imgpipe.artifacts.paths import project_paths
-from imgpipe.pipeline.runner import STAGE_NOTEBOOKS, StageFailed, execute_stage, publish_html, record_skipped
+from imgpipe.models.registry import family_names
+from imgpipe.pipeline.runner import StageFailed, run_stage
+from imgpipe.pipeline.stages import stage_names
 
 LOGGER = logging.getLogger("imgpipe")
 
@@ -24,10 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("fetch-data", help="fill data/raw with the verified Fashion-MNIST files")
     commands.add_parser("check-params", help="validate params.yaml and exit")
     run = commands.add_parser("run", help="execute one stage notebook with Papermill and publish it as HTML")
-    run.add_argument("stage", choices=sorted(STAGE_NOTEBOOKS))
-    run.add_argument("model", nargs="?", help="model name, for the train and evaluate stages")
+    run.add_argument("stage", choices=stage_names())
+    run.add_argument("model", nargs="?", choices=family_names(), help="model family, for the per-model stages")
     predict = commands.add_parser("predict", help="label image files, folders or globs with an exported model")
-    predict.add_argument("--model", required=True, choices=MODEL_NAMES, help="which exported family to use")
+    predict.add_argument("--model", required=True, choices=family_names(), help="which exported family to use")
     predict.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     predict.add_argument("--export-dir", help="folder of version folders (default: exported/<model>)")
     predict.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
@@ -65,26 +69,12 @@ def _verify(keep: bool) -> int:
     return 1 if differences else 0
 
 
-def _bench(images: int, warmup_images: int, output: str) -> None:
-    from imgpipe.bench.training import run_benchmark, write_benchmark   # TensorFlow loads only for this command
-
-    paths = project_paths()
-    table = write_benchmark(run_benchmark(paths, images, warmup_images), paths.root / output)
-    sys.stdout.write(table + "\n")
-
-
-def _bench_preprocess(images: int, image_size: int, workers: list[int], output: str) -> None:
-    from imgpipe.bench.preprocess import run_benchmark, write_benchmark
-
-    table = write_benchmark(run_benchmark(images, image_size, workers), project_paths().root / output)
-    sys.stdout.write(table + "\n")
-
-
-def _bench_streaming(images: int, memory_limit_mb: int, budgets: list[float], output: str) -> None:
-    from imgpipe.bench.streaming import run_benchmark, write_benchmark
-
-    table = write_benchmark(run_benchmark(images, memory_limit_mb, budgets), project_paths().root / output)
-    sys.stdout.write(table + "\n")
+def _bench(benchmark_name: str, output: str, *arguments: Any) -> None:
+    """Run one benchmark of ``imgpipe.bench``, save its JSON under ``output`` and print its table."""
+    module = importlib.import_module(f"imgpipe.bench.{benchmark_name}")   # TensorFlow loads only for these commands
+    benchmark = module.run_benchmark(*arguments)
+    save_json(benchmark, project_paths().root / output)
+    sys.stdout.write(module.markdown_table(benchmark) + "\n")
 
 
 def _make_folder_dataset(folder: str, per_class: int, with_broken_files: bool) -> None:
@@ -100,18 +90,6 @@ def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | Non
     from imgpipe.serving.predict import run_predict                    # TensorFlow loads only for this command
 
     return run_predict(inputs, Path(export_dir) if export_dir else project_paths().export_dir(model), as_json)
-
-
-def _run_stage(stage: str, model: str | None) -> None:
-    paths = project_paths()
-    if stage == "crossval" and not stage_parameters(load_params(paths.params), stage, model)["enabled"]:
-        reason = f"cross-validation of {model} was not requested (crossval.enabled and crossval.models in params.yaml)."
-        record_skipped(paths, stage, model, reason)
-        return
-    executed = execute_stage(paths, stage, model)
-    html = paths.reports / ("index.html" if stage == "report" else executed.with_suffix(".html").name)
-    publish_html(executed, html, hide_code=stage == "report")
-    LOGGER.info("published %s", html.relative_to(paths.root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,15 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "verify":
             return _verify(args.keep)
         elif args.command == "bench":
-            _bench(args.images, args.warmup_images, args.output)
+            _bench("training", args.output, project_paths(), args.images, args.warmup_images)
         elif args.command == "bench-preprocess":
-            _bench_preprocess(args.images, args.image_size, args.workers, args.output)
+            _bench("preprocess", args.output, args.images, args.image_size, args.workers)
         elif args.command == "bench-streaming":
-            _bench_streaming(args.images, args.memory_limit_mb, args.budgets, args.output)
+            _bench("streaming", args.output, args.images, args.memory_limit_mb, args.budgets)
         elif args.command == "make-folder-dataset":
             _make_folder_dataset(args.folder, args.per_class, args.with_broken_files)
         else:
-            _run_stage(args.stage, args.model)
+            run_stage(project_paths(), args.stage, args.model)
     except (ParamsError, DataFetchError, StageFailed, FileNotFoundError) as error:
         LOGGER.error("%s", error)
         return 1

@@ -1,18 +1,58 @@
-"""Small, atomic file writers shared by the stages."""
+"""Atomic writes, and the JSON files the stages share.
+
+Every artifact is written to a temporary sibling and renamed into place in one step, so a
+reader (or a rerun after a kill) sees the previous artifact or the new one, never half of one.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
+def partial_path(target: Path) -> Path:
+    """The temporary sibling of ``target``: ``name.partial.suffixes`` (writers such as Keras check the suffix)."""
+    stem, dot, suffixes = target.name.partition(".")
+    return target.with_name(f"{stem}.partial{dot}{suffixes}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path to write ``target`` (a file or a folder) to; it replaces ``target`` when the block
+    succeeds and is removed when it fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(target)
+    _remove(partial)
+    try:
+        yield partial
+        if partial.is_dir():
+            _remove(target)                 # a folder cannot be renamed over a non-empty one
+        partial.replace(target)
+    except BaseException:
+        _remove(partial)
+        raise
+
+
+def save_text(text: str, path: Path) -> None:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+
+
 def save_json(payload: Any, path: Path) -> None:
-    """Write JSON with sorted keys and a trailing newline; readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    partial.replace(path)
+    """Write JSON with sorted keys and a trailing newline, atomically."""
+    save_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", path)
 
 
 def load_json(path: Path) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 from imgpipe.data import synthetic
 from imgpipe.data.decode import worker_count
-from imgpipe.artifacts.files import save_json
+from imgpipe.config.schema import PreprocessParams
 from imgpipe.data.preprocess import clean, cleaning_metrics, load_raw, save_dataset
 
 LOGGER = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ def generate_jpegs(folder: Path, images: int) -> None:
 
 
 def _measure(project: Path, workers: int, image_size: int, queue: multiprocessing.Queue) -> None:
-    params = {"source": "folder", "path": "data/raw/jpegs", "class_names": [], "image_size": [image_size] * 2,
+    params = PreprocessParams.model_validate({"source": "folder", "path": "data/raw/jpegs", "class_names": [], "image_size": [image_size] * 2,
               "channels": 3, "resize": "crop", "min_side": 8, "max_pixels": 50_000_000, "min_images_per_class": 1,
               "blank_max_std": 0.0, "drop_exact_duplicates": True, "drop_conflicting_duplicates": True,
-              "workers": workers}
+              "workers": workers})
     started = time.perf_counter()
     raw = load_raw(params, project, project / f"decoded-{workers}.npy")
     keep, report = clean(raw, params)
@@ -94,11 +94,6 @@ def markdown_table(benchmark: dict[str, Any]) -> str:
               for r in benchmark["runs"]]
     return "\n".join(lines)
 
-
-def write_benchmark(benchmark: dict[str, Any], output: Path) -> str:
-    """Save the JSON and return the markdown table."""
-    save_json(benchmark, output)
-    return markdown_table(benchmark)
 
 
 __all__ = ["generate_jpegs", "markdown_table", "measure", "run_benchmark", "write_benchmark"]

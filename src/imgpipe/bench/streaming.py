@@ -26,11 +26,16 @@ from typing import Any
 import numpy as np
 
 from imgpipe.artifacts.files import save_json
+from imgpipe.config.schema import model_train_schema
 from imgpipe.data.shards import write_shards
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_SHAPE = (64, 64, 3)
-CNN = {"filters": [8, 16], "convs_per_block": 1, "dense_units": 32}
+CNN = model_train_schema("cnn").model_validate({   # a small CNN: the benchmark measures the input path, not the model
+    "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.9, "lr_schedule": "constant", "warmup_epochs": 0,
+    "epochs": 1, "batch_size": 128, "dropout": 0.1, "l2": 0.0, "label_smoothing": 0.0, "early_stopping_patience": 0,
+    "jit_compile": False, "augment": {"horizontal_flip": True, "crop_padding": 2, "random_erasing": 0.0},
+    "architecture": {"filters": [8, 16], "convs_per_block": 1, "dense_units": 32}})
 CGROUP_V1, CGROUP_V2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")
 
 
@@ -82,16 +87,14 @@ class MemoryCgroup:
 
 def train_one_epoch(shards_folder: Path, memory_budget_mb: float) -> dict[str, Any]:
     """The train stage's input path and fit, one epoch of a small CNN (run in the limited child)."""
-    from imgpipe.training import batches
-    from imgpipe.models import builders as models
     from imgpipe.data import shards
-    from imgpipe.training import train
+    from imgpipe.training import batches, train
+    from imgpipe.training.recipe import compiled_model
 
     train.seed_everything(0, deterministic=True)
-    data = batches.training_input(shards_folder, 128, 0, {"horizontal_flip": True, "crop_padding": 2}, memory_budget_mb)
+    data = batches.training_input(shards_folder, CNN.batch_size, 0, CNN.augment.model_dump(), memory_budget_mb)
     mean, std = shards.training_statistics(shards_folder)
-    model = models.build_model("cnn", data.image_shape, len(data.class_names), mean, std, CNN, 0.1, 0.0)
-    train.compile_model(model, train.make_optimizer("adam", 1e-3, 0.9, "constant", 0, 1, data.train.steps), 0.0, False)
+    model = compiled_model("cnn", CNN, data.image_shape, len(data.class_names), mean, std, data.train.steps)
     result = train.fit(model, data.train, data.val, 1, data.train.images, 0, [])
     return {"streamed": data.streamed, "shuffle_buffer": data.shuffle_buffer,
             "images_per_second": round(result.images_per_second, 1),
@@ -146,11 +149,6 @@ def markdown_table(benchmark: dict[str, Any]) -> str:
                      f"| {run.get('peak_rss_mib', '—')} | {run.get('images_per_second', '—')} |")
     return "\n".join(lines)
 
-
-def write_benchmark(benchmark: dict[str, Any], output: Path) -> str:
-    """Save the JSON and return the markdown table."""
-    save_json(benchmark, output)
-    return markdown_table(benchmark)
 
 
 if __name__ == "__main__":          # the limited child: python -m imgpipe.bench.streaming SHARDS BUDGET RESULT_JSON

@@ -29,14 +29,13 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from imgpipe import MODEL_NAMES
-from imgpipe.training import batches
-from imgpipe.models import builders as models
-from imgpipe.training import train
-from imgpipe.pipeline.config import load_params
-from imgpipe.artifacts.files import save_json
 from imgpipe.artifacts.paths import ProjectPaths
+from imgpipe.config.schema import ModelTrainParams, load_params
 from imgpipe.data.preprocess import read_idx_images
+from imgpipe.models.builders import build_model
+from imgpipe.models.registry import family_names
+from imgpipe.training import batches, train
+from imgpipe.training.recipe import compiled_model
 
 LOGGER = logging.getLogger(__name__)
 NAIVE_BATCH_SIZE = 128
@@ -154,40 +153,38 @@ def naive_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, warmup_images:
         lambda timer: model.fit(x_float, y, batch_size=NAIVE_BATCH_SIZE, epochs=1, verbose=0, callbacks=timer), len(y))
 
 
-def pipeline_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: dict[str, Any],
+def pipeline_speed(model_name: str, x: np.ndarray, y: np.ndarray, settings: ModelTrainParams,
                    seed: int, warmup_images: int) -> float:
-    """Images/s of the pipeline's training path with the family's own settings from params.yaml."""
+    """Images/s of the pipeline's training path (its recipe) with the family's own settings from params.yaml."""
     num_classes = int(y.max()) + 1
-    warmup = batches.EpochBatches(x[:warmup_images], y[:warmup_images], num_classes, settings["batch_size"], seed,
-                                  settings["augment"])
-    measured = batches.EpochBatches(x, y, num_classes, settings["batch_size"], seed, settings["augment"])
-    optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
-                                     settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"],
-                                     measured.steps)
-    train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
+    augment = settings.augment.model_dump()
+    warmup = batches.EpochBatches(x[:warmup_images], y[:warmup_images], num_classes, settings.batch_size, seed,
+                                  augment)
+    measured = batches.EpochBatches(x, y, num_classes, settings.batch_size, seed, augment)
+    mean, std = batches.channel_statistics(x)
+    model = compiled_model(model_name, settings, x.shape[1:], num_classes, mean, std, measured.steps)
     model.fit(warmup.from_epoch(0), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
     return _images_per_second(
         lambda timer: model.fit(measured.from_epoch(0), epochs=1, steps_per_epoch=measured.steps, verbose=0,
                                 callbacks=timer), len(y))
 
 
-def _build(model_name: str, x: np.ndarray, num_classes: int, settings: dict[str, Any]) -> keras.Model:
+def _build(model_name: str, x: np.ndarray, num_classes: int, settings: ModelTrainParams) -> keras.Model:
     mean, std = batches.channel_statistics(x)
-    return models.build_model(model_name, x.shape[1:], num_classes, mean, std, settings["architecture"],
-                              settings["dropout"], settings["l2"])
+    return build_model(model_name, x.shape[1:], num_classes, mean, std, settings.architecture, settings.dropout,
+                       settings.l2)
 
 
-def _measure_all(params: dict[str, Any], x: np.ndarray, y: np.ndarray, warmup_images: int,
-                 way: str) -> dict[str, float]:
+def _measure_all(params: Any, x: np.ndarray, y: np.ndarray, warmup_images: int, way: str) -> dict[str, float]:
     """Images/s of every family trained one ``way``: naive, naive_no_xla or pipeline."""
     speeds = {}
-    for model_name in MODEL_NAMES:
-        settings = params["train"][model_name]
-        keras.utils.set_random_seed(params["train"]["seed"])
-        model = _build(model_name, x, int(y.max()) + 1, settings)
+    for model_name in family_names():
+        settings = getattr(params.train, model_name)
+        keras.utils.set_random_seed(params.train.seed)
         if way == "pipeline":
-            speeds[model_name] = pipeline_speed(model, x, y, settings, params["train"]["seed"], warmup_images)
+            speeds[model_name] = pipeline_speed(model_name, x, y, settings, params.train.seed, warmup_images)
         else:
+            model = _build(model_name, x, int(y.max()) + 1, settings)
             speeds[model_name] = naive_speed(model, x, y, warmup_images, "auto" if way == "naive" else False)
         LOGGER.info("%s %s: %.0f images/s", model_name, way, speeds[model_name])
     return speeds
@@ -199,20 +196,20 @@ def run_benchmark(paths: ProjectPaths, images: int, warmup_images: int) -> dict[
     Op determinism is process-wide and cannot be turned off again, so it is measured last; when
     ``train.deterministic`` is on (the default) those are the pipeline's figures.
     """
-    params = load_params(paths.params).model_dump()
+    params = load_params(paths.params)
     x, y = read_idx_images(paths.raw_data / "train-images-idx3-ubyte.gz", images)
     ceiling = sgemm_flops_per_second()
     LOGGER.info("sgemm ceiling: %.1f GFLOP/s", ceiling / 1e9)
     naive = _measure_all(params, x, y, warmup_images, "naive")
     naive_no_xla = _measure_all(params, x, y, warmup_images, "naive_no_xla")
     free = _measure_all(params, x, y, warmup_images, "pipeline")
-    deterministic = params["train"]["deterministic"]
+    deterministic = params.train.deterministic
     if deterministic:
-        train.seed_everything(params["train"]["seed"], deterministic=True)
+        train.seed_everything(params.train.seed, deterministic=True)
     fixed = _measure_all(params, x, y, warmup_images, "pipeline") if deterministic else {}
     results = []
-    for model_name in MODEL_NAMES:
-        settings = params["train"][model_name]
+    for model_name in family_names():
+        settings = getattr(params.train, model_name)
         model = _build(model_name, x, int(y.max()) + 1, settings)
         training_flops = TRAINING_FLOPS_PER_FORWARD_FLOP * forward_flops_per_image(model)
         fast = fixed.get(model_name, free[model_name])
@@ -226,7 +223,7 @@ def run_benchmark(paths: ProjectPaths, images: int, warmup_images: int) -> dict[
             speedup=round(fast / naive[model_name], 2),
             naive_fraction_of_sgemm=round(naive[model_name] * training_flops / ceiling, 3),
             pipeline_fraction_of_sgemm=round(fast * training_flops / ceiling, 3),
-            pipeline_batch_size=settings["batch_size"], pipeline_jit_compile=settings["jit_compile"]))
+            pipeline_batch_size=settings.batch_size, pipeline_jit_compile=settings.jit_compile))
     return {"machine": machine_description(), "sgemm_gflops": round(ceiling / 1e9, 1), "images": images,
             "deterministic": deterministic, "families": [asdict(r) for r in results]}
 
@@ -255,9 +252,4 @@ def markdown_table(benchmark: dict[str, Any]) -> str:
     return "\n".join(rows) + (f"\n\nsgemm ceiling {benchmark['sgemm_gflops']} GFLOP/s; {benchmark['images']:,} "
                               f"training images per measurement; {benchmark['machine']['cpu_count']} CPUs, {gpus}.")
 
-
-def write_benchmark(benchmark: dict[str, Any], output: Path) -> str:
-    """Save the JSON and return the markdown table."""
-    save_json(benchmark, output)
-    return markdown_table(benchmark)
 

@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -21,28 +22,12 @@ FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # archive members with this date: the sa
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """Images (N, H, W, C) uint8, integer labels, and the official split each came from."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    origin: np.ndarray
-    class_names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Labels:
     """Everything in the dataset but its images."""
 
     labels: np.ndarray
     origin: np.ndarray
     class_names: tuple[str, ...]
-
-
-def load_dataset(path: Path) -> Dataset:
-    """Read the whole dataset the preprocess stage wrote."""
-    with np.load(path) as archive:
-        return Dataset(archive["images"], archive["labels"], archive["origin"], _class_names(archive))
 
 
 def load_labels(path: Path) -> Labels:
@@ -63,12 +48,24 @@ def write_npy_member(archive: zipfile.ZipFile, name: str, array: np.ndarray, com
         np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def _read_images_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)
+    return shape, dtype
+
+
+def image_bytes(path: Path) -> int:
+    """Bytes of one image of the dataset (read from the archive's header, not its data)."""
+    with zipfile.ZipFile(path) as archive, archive.open("images.npy") as stream:
+        shape, dtype = _read_images_header(stream)
+    return math.prod(shape[1:]) * dtype.itemsize
+
+
 def image_blocks(path: Path, rows_per_block: int = ROWS_PER_BLOCK) -> Iterator[np.ndarray]:
     """The dataset's images in row order, ``rows_per_block`` at a time, decompressed as they are read."""
     with zipfile.ZipFile(path) as archive, archive.open("images.npy") as stream:
-        version = np.lib.format.read_magic(stream)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(stream)
+        shape, dtype = _read_images_header(stream)
         row_bytes = math.prod(shape[1:]) * dtype.itemsize
         for start in range(0, shape[0], rows_per_block):
             count = min(rows_per_block, shape[0] - start)

@@ -19,17 +19,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from imgpipe.artifacts.files import atomic_path
+from imgpipe.config.schema import PreprocessParams
 from imgpipe.data.decode import DecodeSettings, Decoded, conform, decode_files, pixel_digest, worker_count, \
     write_npy_header
-from imgpipe.data.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, Dataset, load_dataset, write_npy_member
+from imgpipe.data.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, write_npy_member
 from imgpipe.data.idx import IdxFormatError, load_idx
 from imgpipe.data.sources import IDX_FILES, DataError, ImageFiles, find_idx_file, \
     list_class_folders, read_manifest
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["ORIGIN_TEST", "ORIGIN_TRAIN", "DataError", "Dataset", "RawImages", "clean", "load_dataset", "load_raw",
-           "save_dataset"]
+__all__ = ["ORIGIN_TEST", "ORIGIN_TRAIN", "DataError", "RawImages", "clean", "load_raw", "save_dataset"]
 DECODE_REASONS = ("outside_class_folder", "unsupported_extension", "missing_file", "empty_file", "not_an_image",
                   "unreadable", "too_many_pixels", "too_small")
 CLEANING_REASONS = ("blank", "duplicate_with_conflicting_label", "exact_duplicate")
@@ -109,17 +110,17 @@ def _stream_to_store(rows: Iterator[Decoded], count: int, shape: tuple[int, ...]
     return facts
 
 
-def _settings(params: dict[str, Any], shape: tuple[int, ...] | None = None) -> DecodeSettings:
-    height, width = params["image_size"]
+def _settings(params: PreprocessParams, shape: tuple[int, ...] | None = None) -> DecodeSettings:
+    height, width = params.image_size
     if shape is not None and not height:
         height, width = shape[:2]
-    channels = params["channels"] or (shape[-1] if shape is not None else 3)
-    return DecodeSettings(height, width, channels, params["resize"], params["min_side"], params["max_pixels"])
+    channels = params.channels or (shape[-1] if shape is not None else 3)
+    return DecodeSettings(height, width, channels, params.resize, params.min_side, params.max_pixels)
 
 
-def _load_idx_source(raw_dir: Path, params: dict[str, Any], store: Path) -> RawImages:
+def _load_idx_source(raw_dir: Path, params: PreprocessParams, store: Path) -> RawImages:
     started = time.perf_counter()
-    images, labels, names = _read_idx_pairs(raw_dir, params["class_names"])
+    images, labels, names = _read_idx_pairs(raw_dir, params.class_names)
     settings = _settings(params, images[0].shape[1:])
     needs_conform = (settings.height, settings.width, settings.channels) != images[0].shape[1:]
     all_images = np.concatenate(images)
@@ -136,10 +137,10 @@ def _relative(path: str | Path, root: Path) -> str:
     return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else str(path)
 
 
-def _load_files_source(listing: ImageFiles, params: dict[str, Any], root: Path, store: Path) -> RawImages:
+def _load_files_source(listing: ImageFiles, params: PreprocessParams, root: Path, store: Path) -> RawImages:
     started = time.perf_counter()
     settings = _settings(params)
-    workers = worker_count(params["workers"])
+    workers = worker_count(params.workers)
     LOGGER.info("decoding %d files in %d processes", len(listing.files), workers)
     facts = _stream_to_store(decode_files(listing.files, settings, workers), len(listing.files),
                              (settings.height, settings.width, settings.channels), store)
@@ -149,14 +150,21 @@ def _load_files_source(listing: ImageFiles, params: dict[str, Any], root: Path, 
                      time.perf_counter() - started)
 
 
-def load_raw(params: dict[str, Any], root: Path, store: Path) -> RawImages:
+def load_raw(params: PreprocessParams, root: Path, store: Path) -> RawImages:
     """Read the configured source (``preprocess`` params) into ``store``; ``path`` is relative to ``root``."""
     root = root.resolve()
-    source = root / params["path"]
-    if params["source"] == "idx":
+    source = root / params.path
+    if params.source == "idx":
         return _load_idx_source(source, params, store)
-    listing = list_class_folders(source) if params["source"] == "folder" else read_manifest(source)
+    listing = list_class_folders(source) if params.source == "folder" else read_manifest(source)
     return _load_files_source(listing, params, root, store)
+
+
+def sample_rows(raw: RawImages, keep: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Up to ``per_class`` kept rows of every class, drawn under ``seed``, in row order (for a sample figure)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(keep & (raw.labels == label)))[:per_class]
+                                   for label in range(len(raw.class_names))]))
 
 
 def _cleaning_reasons(raw: RawImages, blank_max_std: float, drop_exact: bool, drop_conflicting: bool) -> list[str]:
@@ -205,10 +213,10 @@ def check_class_sizes(per_class: dict[str, dict[str, int]], minimum: int, source
                         f"preprocess.min_images_per_class = {minimum}: {listing}; add images or remove those classes.")
 
 
-def clean(raw: RawImages, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+def clean(raw: RawImages, params: PreprocessParams) -> tuple[np.ndarray, dict[str, Any]]:
     """Which rows to keep, and a report naming every dropped file with its reason."""
-    reasons = _cleaning_reasons(raw, params["blank_max_std"], params["drop_exact_duplicates"],
-                                params["drop_conflicting_duplicates"])
+    reasons = _cleaning_reasons(raw, params.blank_max_std, params.drop_exact_duplicates,
+                                params.drop_conflicting_duplicates)
     keep = np.array([not reason for reason in reasons], dtype=bool)
     listing = list(raw.passed_over) + [
         {"file": raw.sources[row], "label": raw.class_names[raw.labels[row]], "reason": reason,
@@ -216,9 +224,9 @@ def clean(raw: RawImages, params: dict[str, Any]) -> tuple[np.ndarray, dict[str,
         for row, reason in enumerate(reasons) if reason]
     counted = [entry["reason"] for entry in listing]
     per_class = _per_class(raw, keep)
-    check_class_sizes(per_class, params["min_images_per_class"], params["path"])
+    check_class_sizes(per_class, params.min_images_per_class, params.path)
     report = {
-        "source": params["source"], "path": params["path"],
+        "source": params.source, "path": params.path,
         "input_files": len(raw.sources) + len(raw.passed_over),
         "kept_images": int(keep.sum()), "dropped_images": len(listing),
         "dropped_by_reason": {reason: counted.count(reason) for reason in DECODE_REASONS + CLEANING_REASONS},
@@ -246,15 +254,12 @@ def _write_kept_images(archive: zipfile.ZipFile, store: Path, keep: np.ndarray) 
 
 def save_dataset(raw: RawImages, keep: np.ndarray, path: Path) -> None:
     """Write the kept images, labels, origins, sources and class names as one ``.npz`` (atomically, byte-stable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    with zipfile.ZipFile(partial, "w") as archive:
+    with atomic_path(path) as partial, zipfile.ZipFile(partial, "w") as archive:
         _write_kept_images(archive, raw.store, keep)
         write_npy_member(archive, "labels", raw.labels[keep], compress=True)
         write_npy_member(archive, "origin", raw.origin[keep], compress=True)
         write_npy_member(archive, "class_names", np.array(raw.class_names), compress=True)
         write_npy_member(archive, "sources", np.array(raw.sources)[keep], compress=True)
-    partial.replace(path)
 
 
 def cleaning_metrics(report: dict[str, Any], raw: RawImages) -> dict[str, Any]:

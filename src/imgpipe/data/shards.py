@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from imgpipe.data.dataset import ROWS_PER_BLOCK, image_blocks, load_labels, write_npy_member
-from imgpipe.artifacts.files import load_json, save_json
+from imgpipe.artifacts.files import atomic_path, load_json, save_json
 
 MANIFEST = "manifest.json"
 
@@ -104,24 +103,28 @@ def write_shards(dataset_path: Path, parts: dict[str, np.ndarray], shard_mb: flo
     part_of_row = np.full(len(labels), -1)
     for number, rows in enumerate(parts.values()):
         part_of_row[rows] = number
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    with atomic_path(folder) as partial:
+        partial.mkdir(parents=True)
+        manifest = _write_parts(dataset_path, labels, class_names, part_of_row, list(parts), shard_mb, partial)
+    return manifest
+
+
+def _write_parts(dataset_path: Path, labels: np.ndarray, class_names: tuple[str, ...], part_of_row: np.ndarray,
+                 parts: list[str], shard_mb: float, folder: Path) -> dict[str, Any]:
+    """Stream the dataset block by block into each part's shards under ``folder``; return the manifest."""
     writers: list[_PartWriter] | None = None
     start = 0
     for block in image_blocks(dataset_path, ROWS_PER_BLOCK):
         if writers is None:
             per_shard = rows_per_shard(block.shape[1:], shard_mb)
-            writers = [_PartWriter(part, per_shard, partial) for part in parts]
+            writers = [_PartWriter(part, per_shard, folder) for part in parts]
         owners = part_of_row[start:start + len(block)]
         for number, writer in enumerate(writers):
             writer.add(block[owners == number], labels[start:start + len(block)][owners == number])
         start += len(block)
     manifest: dict[str, Any] = {"image_shape": list(block.shape[1:]), "class_names": list(class_names),
                                 "images_per_shard": per_shard, "parts": {w.part: w.finish() for w in writers}}
-    save_json(manifest, partial / MANIFEST)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.replace(folder)
+    save_json(manifest, folder / MANIFEST)
     return manifest
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from imgpipe.artifacts.files import atomic_path
 from imgpipe.data.dataset import ORIGIN_TEST, ORIGIN_TRAIN
 
 
@@ -56,12 +58,17 @@ def count_per_class(labels: np.ndarray, indices: SplitIndices, class_names: tupl
 def save_split(indices: SplitIndices, path: Path) -> None:
     """Write the three index arrays atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, train=indices.train, val=indices.val, test=indices.test)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        np.savez(partial, train=indices.train, val=indices.val, test=indices.test)
 
 
 def load_split(path: Path) -> SplitIndices:
     """Read the index arrays written by :func:`save_split`."""
     with np.load(path) as archive:
         return SplitIndices(archive["train"], archive["val"], archive["test"])
+
+
+def split_sizes(indices: SplitIndices, manifest: dict[str, Any]) -> dict[str, int]:
+    """Images in each part and shards in each sharded part: the split stage's metrics."""
+    sizes = {f"{part}_images": len(rows) for part, rows in vars(indices).items()}
+    return sizes | {f"{part}_shards": len(entry["shards"]) for part, entry in manifest["parts"].items()}

@@ -8,11 +8,14 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from imgpipe.artifacts.files import atomic_path
 from imgpipe.data.dataset import load_labels, load_rows
 from imgpipe.data.split import load_split
-from imgpipe.evaluation.statistics import bootstrap_intervals, expected_calibration_error
+from imgpipe.evaluation.statistics import (
+    HEADLINE_METRICS, bootstrap_intervals, class_metrics, confusion_counts, expected_calibration_error,
+    metrics_from_confusion,
+)
 from imgpipe.evaluation.statistics import calibration_bins as calibration_table
 
 
@@ -27,24 +30,21 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
     return model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
 
 
-def summary_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-averaged precision, recall and F1."""
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(labels, predicted)), "precision_macro": float(precision),
-            "recall_macro": float(recall), "f1_macro": float(f1), "test_images": int(len(labels))}
+def summary_metrics(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Accuracy and macro-averaged precision, recall and F1, and the number of images scored."""
+    scores = metrics_from_confusion(confusion_counts(labels, predicted, num_classes))
+    return {**{name: float(scores[name]) for name in HEADLINE_METRICS}, "test_images": int(len(labels))}
 
 
 def per_class_table(labels: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...]) -> pd.DataFrame:
     """Precision, recall, F1 and support for each class."""
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=range(len(class_names)), zero_division=0)
-    return pd.DataFrame({"class": class_names, "precision": precision, "recall": recall, "f1": f1,
-                         "support": support}).round(4)
+    scores = class_metrics(confusion_counts(labels, predicted, len(class_names)))
+    return pd.DataFrame({"class": class_names, **scores}).round(4)
 
 
 def confusion_table(labels: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...]) -> pd.DataFrame:
     """Confusion matrix counts with class names on both axes (rows: actual, columns: predicted)."""
-    counts = confusion_matrix(labels, predicted, labels=range(len(class_names)))
+    counts = confusion_counts(labels, predicted, len(class_names))
     return pd.DataFrame(counts, index=pd.Index(class_names, name="actual"),
                         columns=pd.Index(class_names, name="predicted"))
 
@@ -59,7 +59,7 @@ def metrics_with_uncertainty(probabilities: np.ndarray, labels: np.ndarray, resa
                              calibration_bins: int, seed: int) -> dict[str, float]:
     """Headline metrics, their bootstrap confidence intervals and the expected calibration error."""
     predicted = probabilities.argmax(axis=1)
-    metrics: dict[str, float] = summary_metrics(labels, predicted)
+    metrics: dict[str, float] = summary_metrics(labels, predicted, probabilities.shape[1])
     intervals = bootstrap_intervals(labels, predicted, probabilities.shape[1], resamples, seed, level)
     for name, (low, high) in intervals.items():
         metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = low, high
@@ -94,24 +94,12 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray, class_names: tuple[s
             "pairs": prediction_pairs(labels, predicted, class_names)}
 
 
-def save_evaluation(results: dict[str, Any], folder: Path) -> None:
-    """Write the per-class table, confusion data and probabilities of one model."""
-    folder.mkdir(parents=True, exist_ok=True)
-    results["per_class"].to_csv(folder / "per_class.csv", index=False)
-    results["confusion"].to_csv(folder / "confusion_matrix.csv")
-    results["pairs"].to_csv(folder / "predictions.csv", index=False)
-    results["calibration"].to_csv(folder / "calibration.csv", index=False)
-
-
-def save_explanations(maps: dict[str, np.ndarray], indices: np.ndarray, images: np.ndarray, captions: list[str],
-                      path: Path) -> None:
-    """Write the interpretability maps of the sample test images, with the images and their captions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, indices=indices, images=images, captions=np.array(captions),
-                        **{name: values.astype(np.float16) for name, values in maps.items()})
-
-
 def save_probabilities(probabilities: np.ndarray, path: Path) -> None:
     """Write the test-set class probabilities (float32) for later comparison of models."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, probabilities.astype(np.float32))
+    with atomic_path(path) as partial, partial.open("wb") as handle:
+        np.save(handle, probabilities.astype(np.float32))
+
+
+def load_probabilities(path: Path) -> np.ndarray:
+    """The test-set class probabilities the evaluate stage saved."""
+    return np.load(path)

@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import layers
 
 from imgpipe.models.builders import attention_scores_model
+from imgpipe.models.registry import family
 
 
 def sample_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -73,11 +74,9 @@ def attention_map(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return _normalize(_resize(received.reshape(len(images), *grid), images.shape[1:3]))
 
 
-def explain(model: keras.Model, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Every map that applies to this model's family, keyed by method name."""
-    maps = {"saliency": gradient_saliency(model, images)}
-    if any(isinstance(layer, layers.MultiHeadAttention) for layer in model.layers):
-        maps["attention"] = attention_map(model, images)
-    elif any(isinstance(layer, layers.Conv2D) for layer in model.layers):
-        maps["grad_cam"] = grad_cam(model, images)
-    return maps
+METHODS = {"saliency": gradient_saliency, "grad_cam": grad_cam, "attention": attention_map}
+
+
+def explain(model: keras.Model, images: np.ndarray, model_name: str) -> dict[str, np.ndarray]:
+    """Every map the model's family supports (its registry entry), keyed by method name."""
+    return {method: METHODS[method](model, images) for method in family(model_name).interpretations}

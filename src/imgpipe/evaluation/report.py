@@ -16,9 +16,10 @@ import yaml
 
 from imgpipe.artifacts.files import load_json
 from imgpipe.artifacts.paths import ProjectPaths
-from imgpipe.evaluation.statistics import mcnemar
+from imgpipe.evaluation import results
+from imgpipe.evaluation.statistics import HEADLINE_METRICS, mcnemar
+from imgpipe.training.curves import load_curves
 
-HEADLINE_METRICS = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "dvc", "dvclive",
                       "papermill", "nbconvert", "seaborn", "pandas")
 
@@ -55,7 +56,7 @@ def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
 
 def correctness(paths: ProjectPaths, model_name: str) -> np.ndarray:
     """Whether the model got each test image right, in test-set order."""
-    pairs = pd.read_csv(paths.evaluation_dir(model_name) / "predictions.csv")
+    pairs = results.load_prediction_pairs(paths.evaluation_dir(model_name))
     return (pairs["actual"] == pairs["predicted"]).to_numpy()
 
 
@@ -83,12 +84,12 @@ def verdict(first: str, second: str, only_first: int, only_second: int, p_value:
 
 def per_class_table(paths: ProjectPaths, model_name: str) -> pd.DataFrame:
     """A model's per-class precision, recall, F1 and support."""
-    return pd.read_csv(paths.evaluation_dir(model_name) / "per_class.csv")
+    return results.load_per_class(paths.evaluation_dir(model_name))
 
 
 def calibration_tables(paths: ProjectPaths, model_names: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Each model's reliability-diagram bins."""
-    return {name: pd.read_csv(paths.evaluation_dir(name) / "calibration.csv") for name in model_names}
+    return {name: results.load_calibration(paths.evaluation_dir(name)) for name in model_names}
 
 
 def explanations(paths: ProjectPaths, model_names: Sequence[str]) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
@@ -96,10 +97,8 @@ def explanations(paths: ProjectPaths, model_names: Sequence[str]) -> tuple[np.nd
     maps: dict[str, np.ndarray] = {}
     images, captions = np.empty(0), []
     for name in model_names:
-        with np.load(paths.evaluation_dir(name) / "explanations.npz") as archive:
-            images, captions = archive["images"], [str(c) for c in archive["captions"]]
-            maps.update({f"{name} {method}": archive[method].astype(np.float32)
-                         for method in archive.files if method not in ("images", "captions", "indices")})
+        images, captions, by_method = results.load_explanations(paths.evaluation_dir(name))
+        maps.update({f"{name} {method}": values for method, values in by_method.items()})
     return images, captions, maps
 
 
@@ -155,18 +154,10 @@ def parameters_used(paths: ProjectPaths) -> str:
 
 def training_history(paths: ProjectPaths, model_names: Sequence[str]) -> pd.DataFrame:
     """Per-epoch loss and accuracy of every model on train and validation, from the DVCLive logs."""
-    frames = []
-    for name in model_names:
-        metrics_dir = paths.training_log_dir(name) / "plots" / "metrics"
-        for part, folder in (("train", "train"), ("validation", "eval")):
-            loss = pd.read_csv(metrics_dir / folder / "loss.tsv", sep="\t")
-            accuracy = pd.read_csv(metrics_dir / folder / "accuracy.tsv", sep="\t")
-            frame = loss[["step", "loss"]].merge(accuracy[["step", "accuracy"]], on="step")
-            frames.append(frame.assign(model=name, part=part, epoch=frame["step"] + 1))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([load_curves(paths.training_log_dir(name)).assign(model=name) for name in model_names],
+                     ignore_index=True)
 
 
 def confusion_tables(paths: ProjectPaths, model_names: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Each model's confusion-matrix counts (rows actual, columns predicted)."""
-    return {name: pd.read_csv(paths.evaluation_dir(name) / "confusion_matrix.csv", index_col=0)
-            for name in model_names}
+    return {name: results.load_confusion(paths.evaluation_dir(name)) for name in model_names}

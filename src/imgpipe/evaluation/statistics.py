@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-METRIC_NAMES = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+HEADLINE_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 EXACT_MCNEMAR_BELOW = 25
 
 
@@ -28,18 +28,28 @@ def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int
     return counts.reshape(len(flat), num_classes, num_classes)
 
 
-def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy and macro precision, recall and F1 (zero where undefined, as scikit-learn does)."""
+def class_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support of every class (the last axis), zero where undefined.
+
+    The formulas are scikit-learn's (F1 = 2·TP / (predicted + actual)), so the numbers agree with
+    ``sklearn.metrics`` to the last bit; this form also takes a leading resample axis.
+    """
     true_positive = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
     predicted = confusion.sum(axis=-2)
     actual = confusion.sum(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, true_positive / predicted, 0.0)
-        recall = np.where(actual > 0, true_positive / actual, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return {"accuracy": true_positive.sum(axis=-1) / confusion.sum(axis=(-2, -1)),
-            "precision_macro": precision.mean(axis=-1), "recall_macro": recall.mean(axis=-1),
-            "f1_macro": f1.mean(axis=-1)}
+        return {"precision": np.where(predicted > 0, true_positive / predicted, 0.0),
+                "recall": np.where(actual > 0, true_positive / actual, 0.0),
+                "f1": np.where(predicted + actual > 0, 2 * true_positive / (predicted + actual), 0.0),
+                "support": actual}
+
+
+def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy and macro precision, recall and F1 of a confusion matrix (or a stack of them)."""
+    per_class = class_metrics(confusion)
+    correct = np.diagonal(confusion, axis1=-2, axis2=-1).sum(axis=-1)
+    return {"accuracy": correct / confusion.sum(axis=(-2, -1)),
+            **{f"{name}_macro": per_class[name].mean(axis=-1) for name in ("precision", "recall", "f1")}}
 
 
 def bootstrap_intervals(labels: np.ndarray, predicted: np.ndarray, num_classes: int, resamples: int, seed: int,

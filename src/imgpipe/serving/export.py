@@ -10,12 +10,13 @@ TensorFlow Serving watches.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from imgpipe.artifacts.files import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
@@ -56,14 +57,11 @@ def serving_function(model: keras.Model, class_names: tuple[str, ...]):
 def export_model(model: keras.Model, class_names: tuple[str, ...], export_dir: Path, version: int) -> Path:
     """Write ``export_dir/<version>`` atomically (built beside it, then renamed) and return it."""
     target = export_dir / str(version)
-    partial = export_dir / f".{version}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE, serving_function(model, class_names))
-    archive.write_out(str(partial), verbose=False)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.replace(target)
+    with atomic_path(target) as partial:
+        archive.write_out(str(partial), verbose=False)
     LOGGER.info("exported %s", target)
     return target
 
@@ -87,3 +85,18 @@ def predict_probabilities(serve, images: np.ndarray, batch_size: int = 1024) -> 
     parts = [serve(images=tf.constant(images[start:start + batch_size]))["probabilities"].numpy()
              for start in range(0, len(images), batch_size)]
     return np.concatenate(parts)
+
+
+class ExportMismatch(AssertionError):
+    """The exported model does not reproduce the evaluate stage's probabilities."""
+
+
+def reproduction_check(exported: np.ndarray, evaluated: np.ndarray, tolerance: float) -> dict[str, float | int]:
+    """Compare the exported model's test probabilities with evaluate's; raise ExportMismatch beyond ``tolerance``."""
+    check = {"test images": len(evaluated),
+             "largest probability difference": float(np.abs(exported - evaluated).max()),
+             "labels that differ": int((exported.argmax(1) != evaluated.argmax(1)).sum()),
+             "tolerance": tolerance}
+    if check["largest probability difference"] > tolerance or check["labels that differ"]:
+        raise ExportMismatch(f"the exported model does not reproduce the evaluate stage: {check}")
+    return check

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from imgpipe.training.batches import SeededBatches
-from imgpipe.artifacts.files import load_json, save_json
+from imgpipe.artifacts.files import atomic_path, load_json, save_json
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,9 +59,8 @@ class TrainingBackup(keras.callbacks.Callback):
         self.epoch_logs.append({key: float(value) for key, value in (logs or {}).items()})
         self.directory.mkdir(parents=True, exist_ok=True)
         weights = f"epoch-{epoch + 1}.weights.h5"
-        partial = self.directory / f"epoch-{epoch + 1}.partial.weights.h5"
-        self.model.save_weights(partial, overwrite=True)
-        partial.replace(self.directory / weights)
+        with atomic_path(self.directory / weights) as partial:
+            self.model.save_weights(partial, overwrite=True)
         seed_states = [variable.numpy().tolist() for variable in _seed_states(self.model)]
         save_json({"fingerprint": self.fingerprint, "weights": weights, "epoch_logs": self.epoch_logs,
                    "seed_states": seed_states}, self.directory / self.STATE)

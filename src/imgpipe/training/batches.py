@@ -82,22 +82,11 @@ def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int,
-                 training: bool, augment: dict[str, Any] | None = None) -> tf.data.Dataset:
-    """In-memory tf.data pipeline: (shuffle) → batch → float images, one-hot labels → (augment) → prefetch.
-
-    Shuffling and augmentation are seeded, so the same seed gives the same batches in every fresh
-    process. For training that can resume mid-run, use :class:`EpochBatches` instead.
-    """
+def validation_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int) -> tf.data.Dataset:
+    """In-memory evaluation batches in row order: float images, one-hot labels, prefetched."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if training:
-        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
-    if training and _augments(augment):
-        augment_batch = _augmenter(augment, seed)
-        dataset = dataset.enumerate().map(lambda step, batch: augment_batch(*batch, tf.cast(step, tf.int32)),
-                                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
 
 
@@ -280,7 +269,7 @@ def training_input(shards_folder: Path, batch_size: int, seed: int, augment: dic
     if train_part.nbytes + val_part.nbytes <= budget:
         (x_train, y_train), (x_val, y_val) = train_part.load(), val_part.load()
         return TrainingInput(EpochBatches(x_train, y_train, num_classes, batch_size, seed, augment),
-                             make_dataset(x_val, y_val, num_classes, batch_size, seed, training=False),
+                             validation_dataset(x_val, y_val, num_classes, batch_size),
                              train_part.class_names, train_part.image_shape, streamed=False,
                              shuffle_buffer=train_part.images)
     buffer = min(train_part.images, max(batch_size, int(budget / 2) // train_part.image_bytes))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from imgpipe.artifacts.files import atomic_path
 from imgpipe.training.backup import TrainingBackup, training_fingerprint
 from imgpipe.training.batches import SeededBatches
 from imgpipe.training.distribute import multi_worker_fit
@@ -73,24 +74,21 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, lab
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
-def fit(model: keras.Model, train: SeededBatches | tf.data.Dataset, val: tf.data.Dataset, epochs: int,
+def fit(model: keras.Model, train: SeededBatches, val: tf.data.Dataset, epochs: int,
         train_images: int, patience: int, callbacks: list[keras.callbacks.Callback],
         backup_dir: Path | None = None) -> TrainingResult:
     """Fit, optionally stopping early on validation accuracy and restoring the best weights.
 
-    With seeded batches (in memory or streamed) and a ``backup_dir``, the state is backed up after every epoch and a killed run
-    resumes after its last completed epoch, with the same result as an uninterrupted run (early
-    stopping's patience count excepted: it restarts at the resumed epoch).
+    With a ``backup_dir``, the state is backed up after every epoch and a killed run resumes after its
+    last completed epoch, with the same result as an uninterrupted run (early stopping's patience
+    count excepted: it restarts at the resumed epoch).
     """
     callbacks = list(callbacks)
-    backup, first_epoch, steps = None, 0, None
-    if isinstance(train, SeededBatches):
-        steps = train.steps
-        if backup_dir is not None:
-            backup = TrainingBackup(backup_dir, training_fingerprint(model, train, epochs))
-            first_epoch = backup.restore(model)
-            _replay(callbacks, model, backup.epoch_logs)
-        train = train.from_epoch(first_epoch)
+    backup, first_epoch = None, 0
+    if backup_dir is not None:
+        backup = TrainingBackup(backup_dir, training_fingerprint(model, train, epochs))
+        first_epoch = backup.restore(model)
+        _replay(callbacks, model, backup.epoch_logs)
     if first_epoch:
         LOGGER.info("resuming at epoch %d of %d from the backup in %s", first_epoch + 1, epochs, backup_dir)
     if patience:
@@ -98,9 +96,9 @@ def fit(model: keras.Model, train: SeededBatches | tf.data.Dataset, val: tf.data
                                                        restore_best_weights=True))
     started = time.perf_counter()
     with multi_worker_fit(model):
-        history = model.fit(train, validation_data=val, epochs=epochs, initial_epoch=first_epoch,
-                            steps_per_epoch=steps, callbacks=callbacks + ([backup] if backup else []), verbose=2,
-                            shuffle=False)
+        history = model.fit(train.from_epoch(first_epoch), validation_data=val, epochs=epochs,
+                            initial_epoch=first_epoch, steps_per_epoch=train.steps,
+                            callbacks=callbacks + ([backup] if backup else []), verbose=2, shuffle=False)
     wall_time = time.perf_counter() - started
     logs = backup.epoch_logs if backup else [dict(zip(history.history, values))
                                              for values in zip(*history.history.values())]
@@ -151,7 +149,5 @@ def history_frame(result: TrainingResult, model_name: str) -> pd.DataFrame:
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Save in the native Keras format, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.keras")
-    model.save(partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        model.save(partial)

@@ -1,9 +1,9 @@
 """Median time of one training batch of 128 for a model family and architecture (naive `fit`, float32).
 
-The per-batch figures in the README's "What the benchmark and the experiments showed" were measured with this.
+The per-batch figures in the performance notes were measured with this.
 Needs `make data`. Set JIT=1 to compile with XLA.
 
-Usage: python tools/step_time.py cnn '{"filters": [16, 64, 128, 256], "convs_per_block": 1, "dense_units": 128}'
+Usage: python -m imgpipe.bench.step_time cnn '{"filters": [16, 64, 128, 256], "convs_per_block": 1, "dense_units": 128}'
 """
 
 from __future__ import annotations

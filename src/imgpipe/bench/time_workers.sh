@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Usage: tools/time_workers.sh (after `make data`); copies the committed project twice under $TMPDIR.
+# Usage: bash src/imgpipe/bench/time_workers.sh (after `make data`); copies the committed project twice under $TMPDIR.
 # One vs two multi_worker processes on loopback, same data: CNN, 3,000 train + 3,000 val images, 2 epochs, batch 64/replica.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 export PATH=$ROOT/.venv/bin:$PATH TF_CPP_MIN_LOG_LEVEL=2
 W=${TMPDIR:-/tmp}/imgpipe-workers && rm -rf $W && mkdir -p $W
 git clone -q "$ROOT" $W/host-0 && cp -r "$ROOT"/data/raw/. $W/host-0/data/raw/

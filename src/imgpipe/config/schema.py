@@ -7,22 +7,24 @@ is allowed, instead of a TensorFlow traceback minutes later.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, create_model, model_validator
 
-from imgpipe import MODEL_NAMES
-from imgpipe.models.shapes import input_size_problem
+from imgpipe.models.registry import StrictSchema, family, family_names
+
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
 class ParamsError(ValueError):
     """``params.yaml`` is missing, unreadable or holds an invalid value."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictSchema
 
 
 class PreprocessParams(_Strict):
@@ -83,41 +85,8 @@ class AugmentParams(_Strict):
     random_erasing: float = Field(ge=0.0, le=1.0, description="share of images that get one random rectangle zeroed")
 
 
-class CnnArchitecture(_Strict):
-    filters: list[int] = Field(min_length=1)
-    convs_per_block: int = Field(ge=1, le=4)
-    dense_units: int = Field(gt=0)
-
-
-class RnnArchitecture(_Strict):
-    cell: Literal["lstm", "gru"]
-    units: int = Field(gt=0)
-    layers: int = Field(ge=1, le=4)
-    bidirectional: bool
-
-
-class AttentionArchitecture(_Strict):
-    dim: int = Field(gt=0)
-    heads: int = Field(ge=1)
-    depth: int = Field(ge=1, le=12)
-    mlp_ratio: int = Field(ge=1)
-    stem_filters: list[int] = Field(min_length=1, description="widths of the stem's 3×3 conv-BN-ReLU layers")
-    stem_strides: list[int] = Field(min_length=1, description="the stride of each stem convolution (1 to 4)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "AttentionArchitecture":
-        if self.dim % self.heads:
-            raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
-        if len(self.stem_filters) != len(self.stem_strides) or not all(1 <= s <= 4 for s in self.stem_strides):
-            raise ValueError(f"stem_strides={self.stem_strides} must hold one stride from 1 to 4 for each of "
-                             f"stem_filters={self.stem_filters}")
-        if min(self.stem_filters) < 1:
-            raise ValueError(f"stem_filters={self.stem_filters} must all be at least 1")
-        return self
-
-
 class ModelTrainParams(_Strict):
-    """Optimisation settings shared by every model family."""
+    """Optimisation settings shared by every model family; ``architecture`` is the family's own schema."""
 
     optimizer: Literal["adam", "sgd"]
     learning_rate: float = Field(gt=0.0, le=10.0)
@@ -132,32 +101,59 @@ class ModelTrainParams(_Strict):
     early_stopping_patience: int = Field(ge=0, description="0 turns early stopping off")
     jit_compile: bool
     augment: AugmentParams
+    architecture: SerializeAsAny[StrictSchema]
 
 
-class CnnTrainParams(ModelTrainParams):
-    architecture: CnnArchitecture
+@cache
+def model_train_schema(model_name: str) -> type[ModelTrainParams]:
+    """The schema of ``train.<model_name>``: the shared settings plus the family's architecture."""
+    entry = family(model_name)
+    return create_model(f"{entry.name.capitalize()}TrainParams", __base__=ModelTrainParams,
+                        architecture=(entry.architecture, ...))
 
 
-class RnnTrainParams(ModelTrainParams):
-    architecture: RnnArchitecture
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
-class AttentionTrainParams(ModelTrainParams):
-    architecture: AttentionArchitecture
-
-
-class TrainParams(_Strict):
-    """One section per model family, plus what they share."""
+class TrainSharedParams(_Strict):
+    """What every family's training shares."""
 
     seed: int = Field(ge=0)
     deterministic: bool
-    strategy: Literal["default", "mirrored", "multi_worker"] = Field(
+    strategy: Literal[STRATEGIES] = Field(  # type: ignore[valid-type]
         description="tf.distribute strategy; batch_size is per replica and learning_rate scales with replicas")
     memory_budget_mb: float = Field(ge=0.0, description="train + validation images larger than this stream from "
                                                         "the shards; 0 always streams")
-    cnn: CnnTrainParams
-    rnn: RnnTrainParams
-    attention: AttentionTrainParams
+
+
+TrainParams = create_model(
+    "TrainParams", __base__=TrainSharedParams, __doc__="One section per model family, plus what they share.",
+    **{name: (model_train_schema(name), ...) for name in family_names()})
+
+
+class TrainStageParams(TrainSharedParams):
+    """What one train stage reads: the shared settings and its own family's section."""
+
+    model_name: Literal[family_names()]  # type: ignore[valid-type]
+    model: SerializeAsAny[ModelTrainParams]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_schema(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("model"), dict) and data.get("model_name") in family_names():
+            try:
+                data = {**data, "model": model_train_schema(data["model_name"]).model_validate(data["model"])}
+            except ValidationError as error:          # the family's schema: report its keys under model.
+                raise ValidationError.from_exception_data(cls.__name__, [
+                    {"type": item["type"], "loc": ("model", *item["loc"]), "input": item["input"],
+                     **({"ctx": item["ctx"]} if "ctx" in item else {})} for item in error.errors()]) from None
+        return data
+
+    @classmethod
+    def select(cls, train: BaseModel, model_name: str) -> "TrainStageParams":
+        """The shared settings of the whole ``train`` section with the section of ``model_name``."""
+        shared = {key: getattr(train, key) for key in TrainSharedParams.model_fields}
+        return cls(**shared, model_name=model_name, model=getattr(train, model_name))
 
 
 class CrossvalParams(_Strict):
@@ -165,9 +161,24 @@ class CrossvalParams(_Strict):
 
     enabled: bool
     folds: int = Field(ge=2, le=20)
-    models: list[Literal["cnn", "rnn", "attention"]] = Field(min_length=1)
+    models: list[Literal[family_names()]] = Field(min_length=1)  # type: ignore[valid-type]
     seed: int = Field(ge=0)
     epochs: int = Field(ge=0, description="epochs per fold; 0 uses each model's own train epochs")
+
+
+class CrossvalStageParams(_Strict):
+    """What one crossval stage reads: the fold settings and the family's own training settings."""
+
+    folds: int
+    seed: int
+    epochs: int
+    train: TrainStageParams
+
+    def fold_training(self) -> TrainStageParams:
+        """The training settings of every fold: the train stage's, with ``crossval.epochs`` when it is set."""
+        if not self.epochs:
+            return self.train
+        return self.train.model_copy(update={"model": self.train.model.model_copy(update={"epochs": self.epochs})})
 
 
 class EvaluateParams(_Strict):
@@ -194,6 +205,18 @@ class ReportParams(_Strict):
     significance_level: float = Field(gt=0.0, lt=0.5)
 
 
+class EvaluateStageParams(EvaluateParams):
+    """What one evaluate stage reads: the evaluate section, for one model."""
+
+    model_name: Literal[family_names()]  # type: ignore[valid-type]
+
+
+class ExportStageParams(ExportParams):
+    """What one export stage reads: the export section, for one model."""
+
+    model_name: Literal[family_names()]  # type: ignore[valid-type]
+
+
 class Params(_Strict):
     """The whole of ``params.yaml``: one section per stage."""
 
@@ -208,15 +231,15 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _image_size_fits_every_model(self) -> "Params":
         height, width = self.preprocess.image_size
-        for model_name in MODEL_NAMES:
-            if height and (problem := input_size_problem(
-                    model_name, getattr(self.train, model_name).architecture.model_dump(), height, width)):
+        for model_name in family_names():
+            if height and (problem := family(model_name).input_size_problem(
+                    getattr(self.train, model_name).architecture, height, width)):
                 raise ValueError(f"preprocess.image_size={self.preprocess.image_size}: {problem} "
                                  f"(train.{model_name}.architecture)")
         return self
 
 
-def _describe(error: dict[str, Any], source: Path) -> str:
+def _describe(error: dict[str, Any], source: str | Path) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "value_error" and isinstance(error.get("input"), dict):
         # A rule across several keys of one section: the message names the keys and values itself.
@@ -228,13 +251,17 @@ def _describe(error: dict[str, Any], source: Path) -> str:
     return f"{source}: key '{key}' has value {error.get('input')!r}; {error['msg']}."
 
 
+def validate_section(schema: type[SchemaT], raw: Any, source: str | Path) -> SchemaT:
+    """Check ``raw`` against ``schema``; raise one readable ParamsError naming every bad key of ``source``."""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(" ".join(_describe(err, source) for err in exc.errors())) from None
+
+
 def validate_params(raw: dict[str, Any], source: Path) -> Params:
     """Check a parsed ``params.yaml`` against the schema; raise one readable ParamsError."""
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        messages = [_describe(err, source) for err in exc.errors()]
-        raise ParamsError(" ".join(messages)) from None
+    return validate_section(Params, raw, source)
 
 
 def load_params(path: Path) -> Params:
@@ -248,29 +275,3 @@ def load_params(path: Path) -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections, found {type(raw).__name__}.")
     return validate_params(raw, path)
-
-
-def stage_parameters(params: Params, stage: str, model_name: str | None = None) -> dict[str, Any]:
-    """The flat Papermill parameters of one stage (and model), exactly the keys it declares."""
-    if stage in ("train", "evaluate", "crossval", "export") and model_name not in MODEL_NAMES:
-        raise ParamsError(f"unknown model name {model_name!r}; expected one of {', '.join(MODEL_NAMES)}.")
-    if stage == "train":
-        section = getattr(params.train, model_name).model_dump()
-        return {"model_name": model_name, "seed": params.train.seed,
-                "deterministic": params.train.deterministic, "strategy": params.train.strategy,
-                "memory_budget_mb": params.train.memory_budget_mb, **section}
-    if stage == "crossval":
-        return {"model_name": model_name, "enabled": params.crossval.enabled and model_name in params.crossval.models,
-                "folds": params.crossval.folds, "seed": params.crossval.seed,
-                "settings": getattr(params.train, model_name).model_dump()
-                | ({"epochs": params.crossval.epochs} if params.crossval.epochs else {})}
-    if stage == "evaluate":
-        return {"model_name": model_name, **params.evaluate.model_dump()}
-    if stage == "export":
-        return {"model_name": model_name, **params.export.model_dump()}
-    if stage == "report":
-        return {"model_names": list(MODEL_NAMES), **params.report.model_dump()}
-    section = getattr(params, stage, None)
-    if section is None:
-        raise ParamsError(f"unknown stage {stage!r}.")
-    return section.model_dump()

@@ -1,10 +1,10 @@
-"""Train one family through the train stage's own code with some settings overridden, and score it on the test set.
+"""Train one family through the train stage's recipe with some settings overridden, and score it on the test set.
 
-The "Time to accuracy" table in the README was measured with this. It needs `make data` and the split stage's
-outputs (`dvc repro split`), and prints one JSON line: the settings, fit wall time, validation accuracy per epoch,
-and test accuracy with and without flip test-time augmentation (for reference; the pipeline does not use it).
+The time-to-accuracy table of the performance notes was measured with this. It needs `make data` and the split
+stage's outputs (`dvc repro split`), and prints one JSON line: the settings, fit wall time, validation accuracy per
+epoch, and test accuracy with and without flip test-time augmentation.
 
-Usage: python tools/train_and_score.py cnn '{"epochs": 12, "augment": {"crop_padding": 0}}'
+Usage: python -m imgpipe.bench.train_and_score cnn '{"epochs": 12, "augment": {"crop_padding": 0}}'
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from imgpipe.training import batches
-from imgpipe.models import builders as models
-from imgpipe.data import shards
-from imgpipe.training import train
-from imgpipe.pipeline.config import load_params
 from imgpipe.artifacts.paths import project_paths
+from imgpipe.config.schema import load_params, model_train_schema
+from imgpipe.data import shards
 from imgpipe.data.preprocess import read_idx_images
+from imgpipe.training import batches, train
+from imgpipe.training.recipe import compiled_model
 
 LOGGER = logging.getLogger("train_and_score")
 
@@ -40,20 +39,16 @@ def train_and_score(model_name: str, overrides: dict[str, Any]) -> dict[str, Any
     """Fit as the train stage does (seeded batches, op determinism per params.yaml) and score on the test set."""
     paths = project_paths()
     params = load_params(paths.params)
-    settings = merged_settings(getattr(params.train, model_name).model_dump(), overrides)
+    settings = model_train_schema(model_name).model_validate(
+        merged_settings(getattr(params.train, model_name).model_dump(), overrides))
     train.seed_everything(params.train.seed, params.train.deterministic)
-    data = batches.training_input(paths.split_shards, settings["batch_size"], params.train.seed, settings["augment"],
-                                  params.train.memory_budget_mb)
+    data = batches.training_input(paths.split_shards, settings.batch_size, params.train.seed,
+                                  settings.augment.model_dump(), params.train.memory_budget_mb)
     mean, std = shards.training_statistics(paths.split_shards)
-    model = models.build_model(model_name, data.image_shape, len(data.class_names), mean, std,
-                               settings["architecture"], settings["dropout"], settings["l2"])
-    optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
-                                     settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"],
-                                     data.train.steps)
-    train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
+    model = compiled_model(model_name, settings, data.image_shape, len(data.class_names), mean, std, data.train.steps)
     started = time.perf_counter()
-    result = train.fit(model, data.train, data.val, settings["epochs"], data.train.images,
-                       settings["early_stopping_patience"], [])
+    result = train.fit(model, data.train, data.val, settings.epochs, data.train.images,
+                       settings.early_stopping_patience, [])
     wall = time.perf_counter() - started
     x_test, y_test = read_idx_images(paths.raw_data / "t10k-images-idx3-ubyte.gz", 10_000)
     probabilities = model.predict(x_test.astype(np.float32), batch_size=1024, verbose=0)
