@@ -23,7 +23,7 @@ from imgpipe.artifacts.files import atomic_path
 from imgpipe.config.schema import PreprocessParams
 from imgpipe.data.decode import DecodeSettings, Decoded, conform, decode_files, pixel_digest, worker_count, \
     write_npy_header
-from imgpipe.data.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, write_npy_member
+from imgpipe.data.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, ROWS_PER_BLOCK, write_npy_member
 from imgpipe.data.idx import IdxFormatError, load_idx
 from imgpipe.data.sources import IDX_FILES, DataError, ImageFiles, find_idx_file, \
     list_class_folders, read_manifest
@@ -34,7 +34,6 @@ __all__ = ["ORIGIN_TEST", "ORIGIN_TRAIN", "DataError", "RawImages", "clean", "lo
 DECODE_REASONS = ("outside_class_folder", "unsupported_extension", "missing_file", "empty_file", "not_an_image",
                   "unreadable", "too_many_pixels", "too_small")
 CLEANING_REASONS = ("blank", "duplicate_with_conflicting_label", "exact_duplicate")
-_ROWS_PER_BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -247,9 +246,9 @@ def _write_kept_images(archive: zipfile.ZipFile, store: Path, keep: np.ndarray) 
         shape, _, _ = np.lib.format.read_array_header_2_0(source)  # the store is written by write_npy_header
         write_npy_header(member, (int(keep.sum()), *shape[1:]))
         row_bytes = int(np.prod(shape[1:]))
-        for start in range(0, shape[0], _ROWS_PER_BLOCK):
-            block = np.fromfile(source, dtype=np.uint8, count=min(_ROWS_PER_BLOCK, shape[0] - start) * row_bytes)
-            member.write(block.reshape(-1, row_bytes)[keep[start:start + _ROWS_PER_BLOCK]].tobytes())
+        for start in range(0, shape[0], ROWS_PER_BLOCK):
+            block = np.fromfile(source, dtype=np.uint8, count=min(ROWS_PER_BLOCK, shape[0] - start) * row_bytes)
+            member.write(block.reshape(-1, row_bytes)[keep[start:start + ROWS_PER_BLOCK]].tobytes())
 
 
 def save_dataset(raw: RawImages, keep: np.ndarray, path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.metadata
 import itertools
 import os
@@ -161,3 +162,11 @@ def training_history(paths: ProjectPaths, model_names: Sequence[str]) -> pd.Data
 def confusion_tables(paths: ProjectPaths, model_names: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Each model's confusion-matrix counts (rows actual, columns predicted)."""
     return {name: results.load_confusion(paths.evaluation_dir(name)) for name in model_names}
+
+
+def page_links(pages: list[tuple[str, str, str]]) -> str:
+    """Markdown links to the stage pages, one line per stage: 'Training: cnn · rnn · attention'."""
+    lines: dict[str, list[str]] = {}
+    for title, model_name, page in pages:
+        lines.setdefault(title, []).append(f"[{html.escape(model_name or title.lower())}]({page})")
+    return "\n".join(f"- {title}: {' · '.join(links)}" for title, links in lines.items())

@@ -106,3 +106,9 @@ def parameters_cell_source(entry: Stage, params: Params) -> str:
     model_name = family_names()[0] if entry.per_model else None
     values = entry.parameters(params, model_name)["params"]
     return PARAMETERS_HEADER + "params = " + pprint.pformat(values, width=110, sort_dicts=False)
+
+
+def published_pages(model_names: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(stage title, model name or '', page file) of every stage page the report links to, in DAG order."""
+    return [(entry.title, name or "", entry.html_name(name)) for entry in STAGES if not entry.is_report
+            for name in (model_names if entry.per_model else (None,))]

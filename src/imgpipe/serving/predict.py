@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from imgpipe.data.sources import IMAGE_EXTENSIONS
 from imgpipe.serving.export import latest_version, load_serving
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def expand_inputs(inputs: list[str]) -> Iterator[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         elif not path.exists() and glob.has_magic(item):
             yield from (Path(match) for match in sorted(glob.glob(item, recursive=True)))
         else:

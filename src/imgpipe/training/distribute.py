@@ -15,10 +15,10 @@ import keras
 import tensorflow as tf
 
 from imgpipe.artifacts.paths import ProjectPaths
+from imgpipe.config.schema import STRATEGIES
 
 LOGGER = logging.getLogger(__name__)
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
