@@ -112,6 +112,7 @@ def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: P
     needed = {f"src/{module.replace('.', '/')}.py" for module in imgpipe_closure(imports, project_root / "src")}
     definition = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"][stage]
     deps = definition.get("do", definition)["deps"]
-    declared = {dep for dep in deps if dep.startswith("src/")}
+    declared = {dep for dep in deps if dep.startswith("src/") and dep.endswith(".py")}
     assert declared == needed
+    assert all((project_root / dep).exists() for dep in deps if dep.startswith("src/"))    # templates too
     assert f"notebooks/{STAGE_NOTEBOOKS[stage]}" in deps
