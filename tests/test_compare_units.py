@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from imgpipe.evaluation.compare import Comparison, ModelComparison, compare, load_predictions, verdict, worse_than
+from imgpipe.evaluation.compare import compare, load_predictions, verdict, worse_than
 from imgpipe.evaluation.compare_views import render_page, render_text
 from imgpipe.evaluation.revisions import CompareError, Side
 from imgpipe.evaluation.statistics import mcnemar, paired_bootstrap_difference
-from imgpipe.pipeline.verify import judge
 from imgpipe.training.fingerprint import cpu_description, numeric_differences, thread_counts
 
 CLASSES = ("cat", "dog", "bird")
@@ -140,20 +139,3 @@ def test_tampered_predictions_give_a_clear_error(two_runs: tuple[Side, Side]) ->
     path.write_text("label,guess\n")
     with pytest.raises(CompareError, match=r"has the columns \['label', 'guess'\]"):
         compare(first, second)
-
-
-def test_verify_expects_identical_on_the_same_machine_and_consistent_elsewhere() -> None:
-    def comparison(verdict_found: str, differences: list[str], same_data: bool = True) -> Comparison:
-        model = ModelComparison("m", verdict_found, "because", fingerprint_differences=differences,
-                                same_probabilities=verdict_found == "identical")
-        data = {"dataset": ("d", "d" if same_data else "e")}
-        return Comparison({}, {}, {}, [model], [], data, (None, None))
-
-    assert judge(comparison("identical", [])).failures == []
-    assert "identical expected" in judge(comparison("consistent", [])).failures[0]
-    same_machine = judge(comparison("identical", []))
-    assert "bit-identical rerun is expected" in same_machine.notes[0]
-    elsewhere = judge(comparison("consistent", ["isa (train)"]))
-    assert elsewhere.failures == [] and "fingerprint differs (isa (train))" in elsewhere.notes[0]
-    assert "different, consistent expected" in judge(comparison("different", ["isa (train)"])).failures[0]
-    assert "data and split" in judge(comparison("identical", [], same_data=False)).failures[0]
