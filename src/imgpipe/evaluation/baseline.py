@@ -53,8 +53,8 @@ def provenance(root: Path, comparison: Comparison | None, models: list[str]) -> 
     """Provenance lines: which commit the results are (or are not), and each model's training machine."""
     head = (git(root, "rev-parse", "HEAD") or "").strip()
     if comparison is not None:
-        state = (f"workspace differs from {head[:12]} (committed run of {comparison.first['run_date']}); "
-                 f"this run {comparison.second['run_date']}")
+        state = (f"workspace differs from {head[:12]} ({comparison.first['run_date']}); "
+                 f"workspace {comparison.second['run_date']}")
     elif head and Side(root, "HEAD", head).models():
         state = f"the committed run of {head[:12]}"
     else:

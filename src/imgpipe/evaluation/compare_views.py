@@ -45,7 +45,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def short(value: Any, width: int) -> str:
     """A value on one line, cut to ``width`` characters."""
-    text = " ".join(value) if isinstance(value, list) else str(value)
+    text = (" ".join(value) or "none") if isinstance(value, list) else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -67,8 +67,8 @@ def render_text(comparison: Comparison) -> str:
     """The comparison as plain text no wider than 100 columns."""
     c = comparison
     s = c.settings
-    lines = [f"A = {c.first['shown_as']} (run {c.first['run_date']})",
-             f"B = {c.second['shown_as']} (run {c.second['run_date']})",
+    lines = [f"A = {c.first['shown_as']}, {c.first['run_date']}",
+             f"B = {c.second['shown_as']}, {c.second['run_date']}",
              f"Paired on the same test images; {s['confidence_level']:.0%} paired-bootstrap intervals of B − A in "
              f"percentage points ({int(s['bootstrap_resamples'])} resamples); McNemar's exact test, "
              f"α = {s['significance_level']}.", ""]
@@ -87,7 +87,8 @@ def render_text(comparison: Comparison) -> str:
         lines += ["", "Machine fingerprints (train stage, first model; ≠: can change the numbers; isa: flags "
                       "only one side has)"]
         lines += ["  " + line for line in _table(["field", "A", "B", ""], rows)]
-    return "\n".join(textwrap.shorten(line, WIDTH, placeholder="…") if len(line) > WIDTH else line for line in lines)
+    return "\n".join(wrapped for line in lines
+                     for wrapped in (textwrap.wrap(line, WIDTH, subsequent_indent="  ") if len(line) > WIDTH else [line]))
 
 
 def _machine_note(result: ModelComparison) -> str:

@@ -82,13 +82,16 @@ class Side:
                 if PurePosixPath(name).name == "predictions.csv" and len(PurePosixPath(name).parts) == 3]
 
     def run_date(self) -> str:
-        """When this side's results were made: the commit date, or the newest predictions file's time."""
+        """When this side's results were made: 'committed <date>', or the newest predictions file's time."""
         if self.commit is not None:
-            return (git(self.root, "log", "-1", "--format=%cI", self.commit) or "unknown").strip()
+            stamp = (git(self.root, "log", "-1", "--format=%ct", self.commit) or "").strip()
+            return f"committed {_utc(float(stamp))}" if stamp else "commit date unknown"
         times = [file.stat().st_mtime for file in self.root.glob("evaluation/*/predictions.csv")]
-        if not times:
-            return "unknown"
-        return dt.datetime.fromtimestamp(max(times), dt.timezone.utc).isoformat(timespec="seconds")
+        return f"results of {_utc(max(times))}" if times else "no results"
+
+
+def _utc(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def resolve_side(root: Path, spec: str) -> Side:
