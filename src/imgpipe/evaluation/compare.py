@@ -95,7 +95,18 @@ class Comparison:
         payload["fingerprints"] = {"first": self.fingerprints[0], "second": self.fingerprints[1]}
         payload["data_match"] = self.data_match
         payload["worst_verdict"] = self.worst()
-        return json.loads(json.dumps(payload, default=float).replace("NaN", "null"))
+        return _finite(payload)
+
+
+def _finite(value: Any) -> Any:
+    """JSON-ready data: tuples as lists, NaN as None."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
