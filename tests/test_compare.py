@@ -61,7 +61,7 @@ def independent_verdict(committed: str, rerun: Path, model: str, alpha: float) -
 
 
 def test_a_rerun_on_the_same_machine_is_identical(runs: Path) -> None:
-    run(["dvc", "repro", "-f", "train@cnn", "evaluate@cnn"], runs)
+    run(["dvc", "repro", "-f", "-s", "train@cnn", "evaluate@cnn"], runs)
     done = run(["imgpipe", "compare", "HEAD", "workspace", "--expect", "identical", "--html", "compare.html"], runs)
     print(done.stdout)
     assert max(len(line) for line in done.stdout.splitlines()) <= 100
@@ -81,7 +81,7 @@ def test_a_rerun_with_onednn_off_names_the_fingerprint_and_judges_the_prediction
     committed = run(["git", "show", "HEAD:evaluation/cnn/predictions.csv"], runs).stdout
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     try:
-        run(["dvc", "repro", "-f", "train@cnn", "evaluate@cnn"], runs)
+        run(["dvc", "repro", "-f", "-s", "train@cnn", "evaluate@cnn"], runs)
     finally:
         del os.environ["TF_ENABLE_ONEDNN_OPTS"]
     done = run(["imgpipe", "compare"], runs, check=False)
