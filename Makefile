@@ -50,7 +50,7 @@ bench-preprocess: env ## Preprocessing speed and peak memory on 20,000 generated
 bench-streaming: env ## Train on 1.4 GB of images under a 1.1 GB memory limit: loaded vs streamed (bench/streaming.json)
 	imgpipe bench-streaming
 
-verify: data ## Rerun the committed study from scratch in a temporary clone and print every metric that differs
+verify: data ## Rerun the committed study from scratch in a temporary clone and judge it against the commit
 	imgpipe verify
 
 lab: env ## Open the notebooks in JupyterLab (outputs are stripped on save)

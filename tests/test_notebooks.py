@@ -135,5 +135,7 @@ def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: P
     entry = stage(stage_name)
     definition = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"][stage_name]
     deps = definition.get("do", definition)["deps"]
-    assert {dep for dep in deps if dep.startswith("src/")} == needed_deps(entry, project_root / "src")
+    declared = {dep for dep in deps if dep.startswith("src/") and dep.endswith(".py")}
+    assert declared == needed_deps(entry, project_root / "src")
+    assert all((project_root / dep).exists() for dep in deps if dep.startswith("src/") and "${" not in dep)
     assert f"notebooks/{entry.notebook}" in deps

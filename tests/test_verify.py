@@ -1,24 +1,23 @@
-"""`imgpipe verify`'s comparison of a rerun with the committed metrics and dvc.lock."""
+"""`imgpipe verify`'s judgement of a rerun: identical on the same machine fingerprint, consistent on another."""
 
 from __future__ import annotations
 
-from imgpipe.pipeline.verify import lock_differences, metric_differences
+from imgpipe.evaluation.compare import Comparison, ModelComparison
+from imgpipe.pipeline.verify import judge
 
 
-def test_metric_differences_name_the_key_and_both_values_and_skip_machine_speed() -> None:
-    committed = {"accuracy": 0.91, "per_class": [{"f1": 0.5}], "wall_time_s": 100.0, "images_per_second": 3000}
-    rerun = {"accuracy": 0.92, "per_class": [{"f1": 0.5}], "wall_time_s": 90.0, "images_per_second": 3300}
-    assert metric_differences("metrics/evaluate/cnn.json", committed, rerun) == [
-        "metrics/evaluate/cnn.json: accuracy was 0.91, now 0.92"]
-    assert metric_differences("m.json", committed, committed) == []
-    assert metric_differences("m.json", {"a": 1}, {}) == ["m.json: a was 1, now '(absent)'"]
+def test_verify_expects_identical_on_the_same_machine_and_consistent_elsewhere() -> None:
+    def comparison(verdict_found: str, differences: list[str], same_data: bool = True) -> Comparison:
+        model = ModelComparison("m", verdict_found, "because", fingerprint_differences=differences,
+                                same_probabilities=verdict_found == "identical")
+        data = {"dataset": ("d", "d" if same_data else "e")}
+        return Comparison({}, {}, {}, [model], [], data, (None, None))
 
-
-def test_lock_differences_compare_only_deterministic_outputs() -> None:
-    def lock(predictions: str, model: str) -> dict:
-        return {"stages": {"evaluate@cnn": {"outs": [{"path": "data/predictions/cnn.npy", "md5": predictions}]},
-                           "train@cnn": {"outs": [{"path": "models/cnn.keras", "md5": model}]}}}
-
-    assert lock_differences(lock("aa", "m1"), lock("aa", "m2")) == []     # a .keras zip carries its save time
-    assert lock_differences(lock("aa", "m1"), lock("bb", "m1")) == [
-        "dvc.lock: data/predictions/cnn.npy had md5 aa, now bb"]
+    assert judge(comparison("identical", [])).failures == []
+    assert "identical expected" in judge(comparison("consistent", [])).failures[0]
+    same_machine = judge(comparison("identical", []))
+    assert "bit-identical rerun is expected" in same_machine.notes[0]
+    elsewhere = judge(comparison("consistent", ["isa (train)"]))
+    assert elsewhere.failures == [] and "fingerprint differs (isa (train))" in elsewhere.notes[0]
+    assert "different, consistent expected" in judge(comparison("different", ["isa (train)"])).failures[0]
+    assert "data and split" in judge(comparison("identical", [], same_data=False)).failures[0]

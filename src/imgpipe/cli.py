@@ -1,10 +1,11 @@
 """Command line: ``imgpipe fetch-data``, ``check-params``, ``run STAGE [MODEL]``, ``predict``, ``bench``,
-``bench-preprocess``, ``bench-streaming``, ``make-folder-dataset``, ``verify``."""
+``bench-preprocess``, ``bench-streaming``, ``make-folder-dataset``, ``verify``, ``compare``, ``experiments``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -14,7 +15,9 @@ from typing import Any
 from imgpipe.artifacts.files import save_json
 from imgpipe.config.schema import ParamsError, load_params
 from imgpipe.data.fetch import DataFetchError, fetch_fashion_mnist
+from imgpipe.artifacts.files import save_text
 from imgpipe.artifacts.paths import project_paths
+from imgpipe.evaluation.revisions import CompareError
 from imgpipe.models.registry import family_names
 from imgpipe.pipeline.runner import StageFailed, run_stage
 from imgpipe.pipeline.stages import stage_names
@@ -54,19 +57,56 @@ def _parser() -> argparse.ArgumentParser:
     shapes.add_argument("folder", help="where the class folders go, e.g. data/raw/shapes")
     shapes.add_argument("--per-class", type=int, default=300, help="images per class")
     shapes.add_argument("--with-broken-files", action="store_true", help="add one broken file of every kind")
-    verify = commands.add_parser("verify", help="rerun the committed study from scratch and diff its metrics")
+    verify = commands.add_parser("verify", help="rerun the committed study from scratch and judge it against the commit")
     verify.add_argument("--keep", action="store_true", help="keep the temporary rerun for inspection")
+    compare = commands.add_parser("compare", help="one verdict per model for two runs: identical, consistent or different")
+    compare.add_argument("first", nargs="?", default="HEAD", help="git revision, DVC experiment or 'workspace' (HEAD)")
+    compare.add_argument("second", nargs="?", default="workspace", help="the same kinds (default: workspace)")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    compare.add_argument("--html", metavar="PATH", help="also write the comparison as an HTML page")
+    compare.add_argument("--expect", choices=("identical", "consistent"), default="consistent",
+                         help="exit 1 when any model's verdict is worse than this (default: consistent)")
+    experiments = commands.add_parser("experiments", help="the baseline and every DVC experiment, one row each")
+    experiments.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     return parser
 
 
+def _compare(first: str, second: str, as_json: bool, html: str | None, expect: str) -> int:
+    from imgpipe.evaluation import compare_views
+    from imgpipe.evaluation.compare import compare, worse_than
+    from imgpipe.evaluation.revisions import resolve_side
+
+    root = project_paths().root
+    comparison = compare(resolve_side(root, first), resolve_side(root, second))
+    text = json.dumps(comparison.to_dict(), indent=2) if as_json else compare_views.render_text(comparison)
+    sys.stdout.write(text + "\n")
+    if html:
+        save_text(compare_views.render_page(comparison, f"imgpipe compare {first} {second}"), Path(html))
+        LOGGER.info("wrote %s", html)
+    worse = [m.model for m in comparison.models if worse_than(m.verdict, expect)]
+    if worse:
+        LOGGER.error("worse than %s: %s", expect, ", ".join(worse))
+    return 1 if worse else 0
+
+
+def _experiments(as_json: bool) -> None:
+    from imgpipe.evaluation.experiments import experiment_rows, render_rows
+
+    rows = experiment_rows(project_paths().root)
+    sys.stdout.write((json.dumps(rows, indent=2) if as_json else render_rows(rows)) + "\n")
+
+
 def _verify(keep: bool) -> int:
+    from imgpipe.evaluation.compare_views import render_text
     from imgpipe.pipeline.verify import verify
 
-    differences = verify(project_paths().root, keep)
-    for line in differences:
-        sys.stdout.write(line + "\n")
-    LOGGER.info("%d difference(s) from the committed metrics and dvc.lock", len(differences))
-    return 1 if differences else 0
+    judgement = verify(project_paths().root, keep)
+    sys.stdout.write(render_text(judgement.comparison) + "\n\n" + "\n".join(judgement.notes) + "\n")
+    for failure in judgement.failures:
+        LOGGER.error("%s", failure)
+    verdict = "FAILED" if judgement.failures else "verified"
+    LOGGER.info("%s: %d failure(s) against the committed run", verdict, len(judgement.failures))
+    return 1 if judgement.failures else 0
 
 
 def _bench(benchmark_name: str, output: str, *arguments: Any) -> None:
@@ -107,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args.model, args.inputs, args.json, args.export_dir)
         elif args.command == "verify":
             return _verify(args.keep)
+        elif args.command == "compare":
+            return _compare(args.first, args.second, args.json, args.html, args.expect)
+        elif args.command == "experiments":
+            _experiments(args.json)
         elif args.command == "bench":
             _bench("training", args.output, project_paths(), args.images, args.warmup_images)
         elif args.command == "bench-preprocess":
@@ -120,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, DataFetchError, StageFailed, FileNotFoundError) as error:
         LOGGER.error("%s", error)
         return 1
+    except CompareError as error:
+        LOGGER.error("%s", error)
+        return 2
     return 0
 
 

@@ -79,6 +79,9 @@ class ProjectPaths:
     def model_metrics(self, stage: str, model_name: str) -> Path:
         return self.root / "metrics" / stage / f"{model_name}.json"
 
+    def fingerprint(self, stage: str, model_name: str) -> Path:
+        return self.root / "fingerprints" / stage / f"{model_name}.json"
+
     def predictions(self, model_name: str) -> Path:
         return self.root / "data" / "predictions" / f"{model_name}.npy"
 

@@ -2,7 +2,8 @@
 
 - percentile-bootstrap confidence intervals of accuracy and macro precision / recall / F1;
 - McNemar's test of two models on the same test images (exact binomial when the
-  discordant pairs are few, chi-square with continuity correction otherwise);
+  discordant pairs are few or when asked, chi-square with continuity correction otherwise);
+- the paired-bootstrap confidence interval of the difference between two models' metrics;
 - expected calibration error and the per-bin table behind a reliability diagram.
 """
 
@@ -63,6 +64,19 @@ def bootstrap_intervals(labels: np.ndarray, predicted: np.ndarray, num_classes: 
             for name, values in scores.items()}
 
 
+def paired_bootstrap_difference(labels: np.ndarray, first: np.ndarray, second: np.ndarray, num_classes: int,
+                                resamples: int, seed: int, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap interval of ``second − first`` for every headline metric: both models are
+    scored on the same resampled test images, so the interval reflects the pairing."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(labels), size=(resamples, len(labels)))
+    before = metrics_from_confusion(confusion_counts(labels[rows], first[rows], num_classes))
+    after = metrics_from_confusion(confusion_counts(labels[rows], second[rows], num_classes))
+    tail = (1 - level) / 2 * 100
+    return {name: (float(np.percentile(after[name] - before[name], tail)),
+                   float(np.percentile(after[name] - before[name], 100 - tail))) for name in before}
+
+
 @dataclass(frozen=True)
 class McNemarResult:
     """McNemar's test of two classifiers on the same images."""
@@ -74,13 +88,13 @@ class McNemarResult:
     method: str
 
 
-def mcnemar(first_correct: np.ndarray, second_correct: np.ndarray) -> McNemarResult:
+def mcnemar(first_correct: np.ndarray, second_correct: np.ndarray, exact: bool = False) -> McNemarResult:
     """Test whether two models err on different images more often than chance would explain."""
     b = int(np.sum(first_correct & ~second_correct))
     c = int(np.sum(~first_correct & second_correct))
     if b + c == 0:
         return McNemarResult(b, c, 0.0, 1.0, "no discordant pairs")
-    if b + c < EXACT_MCNEMAR_BELOW:
+    if exact or b + c < EXACT_MCNEMAR_BELOW:
         p_value = stats.binomtest(min(b, c), b + c, 0.5).pvalue
         return McNemarResult(b, c, float(min(b, c)), float(min(1.0, p_value)), "exact binomial")
     statistic = (abs(b - c) - 1) ** 2 / (b + c)

@@ -1,50 +1,73 @@
-"""``imgpipe verify``: rerun the committed study from scratch and compare it with what git records.
+"""``imgpipe verify``: rerun the committed study from scratch and judge it against the commit.
 
 The committed revision is cloned into a temporary folder, given the verified raw data, and
-reproduced with ``dvc repro``. Then every metrics file and the checksums ``dvc.lock`` records
-for the deterministic outputs (dataset, split, predictions) are compared with the committed
-ones. Wall times and speeds are measurements of the machine, not results, and are skipped.
+reproduced with ``dvc repro``. The rerun is then compared with the commit by ``imgpipe compare``,
+model by model. What to expect depends on the machine: with the same fingerprint (CPU, instruction
+set, threads, oneDNN, precision, versions) the rerun must be bit-identical — the same label on every
+test image and the same probabilities; on another machine other kernels and another reduction order
+give other bits, so it must be consistent (no significant difference). The data and the split
+must have the same checksums either way.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from fnmatch import fnmatch
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
+from imgpipe.evaluation.compare import Comparison, ModelComparison, compare, worse_than
+from imgpipe.evaluation.revisions import Side, git
 
 LOGGER = logging.getLogger(__name__)
-MACHINE_MEASUREMENTS = ("wall_time_s", "images_per_second")
-DETERMINISTIC_OUTPUTS = ("data/processed/*", "data/split/*", "data/predictions/*")
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested JSON → {"a.b.0": leaf}."""
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
-    if isinstance(value, list):
-        return {k: v for i, item in enumerate(value) for k, v in flatten(item, f"{prefix}{i}.").items()}
-    return {prefix.rstrip("."): value}
+@dataclass(frozen=True)
+class Judgement:
+    """What verify found: the comparison, one explanation per model, and the failures (empty: verified)."""
+
+    comparison: Comparison
+    notes: list[str]
+    failures: list[str]
 
 
-def metric_differences(name: str, expected: Any, found: Any) -> list[str]:
-    """One line per metric value that differs (machine measurements excluded)."""
-    before, after = flatten(expected), flatten(found)
-    lines = []
-    for key in sorted(set(before) | set(after)):
-        if key.split(".")[-1] in MACHINE_MEASUREMENTS:
-            continue
-        if before.get(key, "(absent)") != after.get(key, "(absent)"):
-            lines.append(f"{name}: {key} was {before.get(key, '(absent)')!r}, now {after.get(key, '(absent)')!r}")
-    return lines
+def expected_verdict(result: ModelComparison) -> str:
+    """identical on the same machine fingerprint, consistent on another."""
+    return "consistent" if result.fingerprint_differences else "identical"
+
+
+def _note(result: ModelComparison) -> str:
+    expected = expected_verdict(result)
+    if expected == "identical":
+        why = "same machine fingerprint, so a bit-identical rerun is expected"
+    else:
+        why = (f"the machine fingerprint differs ({', '.join(result.fingerprint_differences)}): other kernels or "
+               "another summation order give other bits, so a consistent rerun is expected, not an identical one")
+    return f"{result.model}: {why}; found {result.verdict} ({result.reason})."
+
+
+def judge(comparison: Comparison) -> Judgement:
+    """Hold every model's verdict to what its fingerprint leads one to expect; data and split must match."""
+    notes, failures = [], []
+    for result in comparison.models:
+        notes.append(_note(result))
+        expected = expected_verdict(result)
+        if worse_than(result.verdict, expected):
+            failures.append(f"{result.model}: {result.verdict}, {expected} expected ({result.reason}).")
+        elif expected == "identical" and result.same_probabilities is False:
+            failures.append(f"{result.model}: the same labels, but its test-set probabilities differ at the bit level "
+                            "(data/predictions md5 in dvc.lock) although the machine fingerprint is the same.")
+    if not comparison.data_match:
+        changed = [name for name, (a, b) in comparison.data.items() if a != b or a is None]
+        failures.append(f"data and split: the checksums in dvc.lock differ or are missing for {', '.join(changed)}.")
+    failures += [f"not compared: {line}." for line in comparison.missing]
+    if not comparison.models:
+        failures.append("no model's predictions were found in the commit and the rerun.")
+    return Judgement(comparison, notes, failures)
 
 
 def project_tools_environment() -> dict[str, str]:
@@ -53,44 +76,10 @@ def project_tools_environment() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def locked_checksums(lock: dict[str, Any]) -> dict[str, str]:
-    """{output path: md5} for the deterministic outputs recorded in a parsed dvc.lock."""
-    checksums = {}
-    for stage in lock.get("stages", {}).values():
-        for out in stage.get("outs", []):
-            if any(fnmatch(out["path"], pattern) for pattern in DETERMINISTIC_OUTPUTS):
-                checksums[out["path"]] = out["md5"]
-    return checksums
-
-
-def lock_differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    """One line per deterministic output whose checksum differs between two dvc.lock files."""
-    before, after = locked_checksums(expected), locked_checksums(found)
-    return [f"dvc.lock: {path} had md5 {before.get(path)}, now {after.get(path)}"
-            for path in sorted(set(before) | set(after)) if before.get(path) != after.get(path)]
-
-
-def _committed(root: Path, path: str) -> str | None:
-    shown = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=root, capture_output=True, text=True)
-    return shown.stdout if shown.returncode == 0 else None
-
-
-def compare_with_commit(root: Path, rerun: Path) -> list[str]:
-    """Every difference between the committed metrics and dvc.lock of ``root`` and those of ``rerun``."""
-    listed = subprocess.run(["git", "ls-files", "metrics"], cwd=root, capture_output=True, text=True, check=True)
-    differences = []
-    for name in listed.stdout.split():
-        found = rerun / name
-        committed = _committed(root, name)
-        if not found.is_file():
-            differences.append(f"{name}: committed, but the rerun did not write it")
-        elif committed is not None:
-            differences += metric_differences(name, json.loads(committed), json.loads(found.read_text()))
-    committed_lock = _committed(root, "dvc.lock")
-    if committed_lock is None:
-        return differences + ["dvc.lock: not committed, nothing to compare the outputs with"]
-    return differences + lock_differences(yaml.safe_load(committed_lock),
-                                          yaml.safe_load((rerun / "dvc.lock").read_text()))
+def verify_rerun(root: Path, rerun: Path) -> Judgement:
+    """Judge the rerun in ``rerun`` against the commit checked out in ``root``."""
+    head = (git(root, "rev-parse", "HEAD") or "").strip()
+    return judge(compare(Side(root, "committed", head), Side(rerun, "rerun", None)))
 
 
 def rerun_committed(root: Path, workspace: Path) -> Path:
@@ -103,11 +92,11 @@ def rerun_committed(root: Path, workspace: Path) -> Path:
     return clone
 
 
-def verify(root: Path, keep: bool = False) -> list[str]:
-    """Rerun from scratch and return the differences (empty: the commit reproduces)."""
+def verify(root: Path, keep: bool = False) -> Judgement:
+    """Rerun from scratch and judge the rerun against the commit."""
     workspace = Path(tempfile.mkdtemp(prefix="imgpipe-verify-"))
     try:
-        return compare_with_commit(root, rerun_committed(root, workspace))
+        return verify_rerun(root, rerun_committed(root, workspace))
     finally:
         if keep:
             LOGGER.info("the rerun is kept in %s", workspace)
