@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import importlib.metadata
 import itertools
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Sequence
 from typing import Any
@@ -170,3 +172,18 @@ def confusion_tables(paths: ProjectPaths, model_names: Sequence[str]) -> dict[st
     """Each model's confusion-matrix counts (rows actual, columns predicted)."""
     return {name: pd.read_csv(paths.evaluation_dir(name) / "confusion_matrix.csv", index_col=0)
             for name in model_names}
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def markdown_text(text: str) -> str:
+    """Text from the data or params, safe to put in Markdown: it can add no tags, links, emphasis or headings."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")
+
+
+def code_block(text: str, language: str = "") -> str:
+    """A Markdown code block that ``text`` cannot close early (the fence is longer than any backtick run in it)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"

@@ -64,6 +64,9 @@ def export_model(model: keras.Model, class_names: tuple[str, ...], export_dir: P
     archive.write_out(str(partial), verbose=False)
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)
+    for stale in export_dir.iterdir():     # DVC keeps this output between runs: only the current version stays
+        if stale.is_dir() and stale.name.isdigit() and stale != target:
+            shutil.rmtree(stale)
     LOGGER.info("exported %s", target)
     return target
 
