@@ -494,3 +494,34 @@ def test_a_full_disk_ends_in_one_message_and_leaves_no_partial_files(project: Pa
         assert not (project / "reports" / "preprocess.ipynb").exists()
     finally:
         subprocess.run(["umount", "-l", str(processed)], check=False)
+
+
+def test_a_failed_or_killed_stage_gets_its_previous_outputs_back(tmp_path: Path) -> None:
+    from imgpipe.pipeline.safekeeping import OutputBackup
+
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"foreach": ["cnn"], "do": {
+        "cmd": "imgpipe run train ${item}",
+        "outs": [{"models/${item}.keras": {"persist": True}}, {"checkpoints/${item}": {"persist": True}},
+                 {"dvclive/train/${item}": {"persist": True}}],
+        "metrics": [{"metrics/train/${item}.json": {"persist": True}}]}}}}))
+    files = {"models/cnn.keras": b"good model", "dvclive/train/cnn/metrics.json": b"{}",
+             "metrics/train/cnn.json": b"{\"accuracy\": 0.9}", "checkpoints/cnn/state.json": b"epoch 1"}
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+
+    backup = OutputBackup(tmp_path, "train", "cnn")
+    backup.save()
+    (tmp_path / "models/cnn.keras").write_bytes(b"half a model")
+    (tmp_path / "metrics/train/cnn.json").unlink()
+    (tmp_path / "dvclive/train/cnn/new.tsv").write_bytes(b"step")
+    (tmp_path / "checkpoints/cnn/state.json").write_bytes(b"epoch 2")
+    backup.restore()                                   # the stage failed
+    assert {name: (tmp_path / name).read_bytes() for name in files} == {**files, "checkpoints/cnn/state.json":
+                                                                        b"epoch 2"}   # the resume state stays
+    assert not (tmp_path / "dvclive/train/cnn/new.tsv").exists()
+
+    backup.save()
+    (tmp_path / "models/cnn.keras").write_bytes(b"half a model")   # then the run is SIGKILLed: no restore
+    OutputBackup(tmp_path, "train", "cnn").save()                  # the next run restores first
+    assert (tmp_path / "models/cnn.keras").read_bytes() == b"good model"

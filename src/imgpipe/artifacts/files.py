@@ -29,10 +29,11 @@ OUTPUT_FOLDERS = ("data/processed", "data/split", "data/predictions", "models", 
 LEFTOVER_PATTERNS = ("*.partial", "*.partial.*", ".decoded-*", "*.failed.ipynb")
 
 
-def remove_leftovers(root: Path, folders: tuple[str, ...] = OUTPUT_FOLDERS) -> list[Path]:
-    """Delete scratch and partial files that a killed or failed stage left under ``root``; return them."""
+def remove_leftovers(root: Path, folders: tuple[str, ...] = OUTPUT_FOLDERS, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Delete scratch and partial files that a killed or failed stage left under ``root`` (except ``keep``);
+    return them."""
     found = sorted({path for folder in folders if (root / folder).is_dir()
-                    for pattern in LEFTOVER_PATTERNS for path in (root / folder).rglob(pattern)})
+                    for pattern in LEFTOVER_PATTERNS for path in (root / folder).rglob(pattern)} - set(keep))
     removed = []
     for path in found:
         if not path.exists() and not path.is_symlink():

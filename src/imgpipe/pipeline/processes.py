@@ -57,16 +57,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_tree(groups: Iterable[int] = ()) -> None:
-    """SIGKILL every process below this one, and every process of ``groups`` (e.g. a kernel's session,
-    which holds the processes it started even after they were orphaned)."""
+def kill_tree(groups: Iterable[int] = (), descendants_too: bool = True) -> None:
+    """SIGKILL every process of ``groups`` (e.g. a kernel's session, which holds the processes it started even
+    after they were orphaned) and, with ``descendants_too``, every process below this one."""
     me = os.getpid()
     for group in set(groups) - {os.getpgid(me)}:
         try:
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    for pid in descendants(me):
+    for pid in descendants(me) if descendants_too else []:
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -77,7 +77,7 @@ def _no_space(error: BaseException | str) -> bool:
 def _failed(paths: ProjectPaths, name: str, partial: Path, message: str, keep_notebook: bool = False) -> StageFailed:
     """Remove what the failed stage left half-written (keeping its notebook for inspection when asked)."""
     kept = paths.reports / f"{name}.failed.ipynb"
-    remove_leftovers(paths.root)
+    remove_leftovers(paths.root, keep=(partial,) if keep_notebook else ())
     if keep_notebook and partial.exists():
         partial.replace(kept)
         message += f"\n(the partly executed notebook is {kept})"
@@ -116,7 +116,7 @@ def execute_stage(paths: ProjectPaths, stage: str, model_name: str | None = None
                                             f"{error.ename}: {error.evalue}\n{traceback}".rstrip(),
                       keep_notebook=True) from None
     except DeadKernelError:
-        kill_tree(GuardedKernelManager.groups)
+        kill_tree(GuardedKernelManager.groups, descendants_too=False)   # what the dead kernel started
         raise _failed(paths, name, partial, f"stage {name} failed: its Jupyter kernel died while running "
                                             f"{source.name} (killed by a signal — most often the out-of-memory "
                                             "killer: try a smaller batch_size or image_size — or crashed); "

@@ -55,11 +55,15 @@ class OutputBackup:
             self.restore()
         partial = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        for output in self.outputs:
-            if output.exists() or output.is_symlink():
-                self._copy(output, partial / output.relative_to(self.root))
-        partial.mkdir(parents=True, exist_ok=True)
-        partial.replace(self.folder)
+        try:
+            for output in self.outputs:
+                if output.exists() or output.is_symlink():
+                    self._copy(output, partial / output.relative_to(self.root))
+            partial.mkdir(parents=True, exist_ok=True)
+            partial.replace(self.folder)
+        except BaseException:          # e.g. a full disk: no half copy is left, nothing else was touched
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
 
     def restore(self) -> None:
         """Put every output back as it was when :meth:`save` ran (outputs it did not find are removed)."""
