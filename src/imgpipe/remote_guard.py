@@ -23,7 +23,9 @@ from typing import Any
 
 TARGET = "dvc_ssh"
 PTH_NAME = "imgpipe-remote-guard.pth"
-PTH_LINE = "import imgpipe.remote_guard; imgpipe.remote_guard.install()\n"
+# Silent where imgpipe (or this module) is not importable, e.g. another checkout first on PYTHONPATH.
+PTH_LINE = ('import importlib.util as u; u.find_spec("imgpipe") and u.find_spec("imgpipe.remote_guard") and '
+            '__import__("imgpipe.remote_guard").remote_guard.install()\n')
 
 
 def harden(login_info: dict[str, Any]) -> dict[str, Any]:
