@@ -18,6 +18,7 @@ $(INSTALLED): requirements.lock pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON_FOR_VENV) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -c 'from imgpipe.remote_guard import write_pth; write_pth()'   # SSH remotes: check host keys
 	@touch $@
 
 env: $(INSTALLED) ## Create or refresh .venv from requirements.lock

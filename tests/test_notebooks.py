@@ -17,6 +17,7 @@ import yaml
 
 from imgpipe.config.schema import load_params
 from imgpipe.models.registry import family_names
+from imgpipe.pipeline.dependencies import stage_sources
 from imgpipe.pipeline.hygiene import strip_notebook
 from imgpipe.pipeline.stages import STAGES, Stage, stage
 
@@ -35,45 +36,6 @@ def parameters_cell(path: Path) -> dict[str, object]:
         assert isinstance(statement, ast.Assign), f"{path.name}: parameters cell holds only assignments"
         values[statement.targets[0].id] = ast.literal_eval(statement.value)   # raises unless a literal
     return values
-
-
-def module_file(module: str, src: Path) -> Path | None:
-    """The source file of an imgpipe module, or None for a name that is not a module (or a package)."""
-    file = src / f"{module.replace('.', '/')}.py"
-    return file if file.is_file() else None
-
-
-def imported_modules(source: str, src: Path) -> set[str]:
-    """The imgpipe modules a piece of code imports (``from imgpipe.pkg import module`` included)."""
-    modules = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            modules |= {f"{node.module}.{alias.name}" for alias in node.names}
-            modules.add(node.module)
-        elif isinstance(node, ast.Import):
-            modules |= {alias.name for alias in node.names}
-    return {module for module in modules if module.startswith("imgpipe.") and module_file(module, src)}
-
-
-def imgpipe_closure(modules: set[str], src: Path) -> set[str]:
-    """The imgpipe modules reachable from ``modules`` through imports."""
-    seen: set[str] = set()
-    pending = list(modules)
-    while pending:
-        module = pending.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        pending += imported_modules(module_file(module, src).read_text(), src)
-    return seen
-
-
-def needed_deps(entry: Stage, src: Path) -> set[str]:
-    """The src files a stage reads: its notebook's import closure, and its family's module (loaded by name)."""
-    notebook = src.parent / "notebooks" / entry.notebook
-    imports = set().union(*(imported_modules(cell.source, src) for cell in code_cells(notebook)))
-    needed = {f"src/{module.replace('.', '/')}.py" for module in imgpipe_closure(imports, src)}
-    return needed | ({"src/imgpipe/models/families/${item}.py"} if entry.per_model else set())
 
 
 @pytest.mark.parametrize("stage_name", STAGE_NAMES)
@@ -135,7 +97,6 @@ def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: P
     entry = stage(stage_name)
     definition = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"][stage_name]
     deps = definition.get("do", definition)["deps"]
-    declared = {dep for dep in deps if dep.startswith("src/") and dep.endswith(".py")}
-    assert declared == needed_deps(entry, project_root / "src")
+    declared = [dep for dep in deps if dep.startswith("notebooks/") or (dep.startswith("src/") and dep.endswith(".py"))]
+    assert declared == stage_sources(entry, project_root)
     assert all((project_root / dep).exists() for dep in deps if dep.startswith("src/") and "${" not in dep)
-    assert f"notebooks/{entry.notebook}" in deps

@@ -34,6 +34,7 @@ class SshServer:
     user: str
     keyfile: Path
     storage: Path
+    host_key: Path
 
 
 def free_port() -> int:
@@ -143,7 +144,8 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
         wait_until(banner, server, home / "sshd.log")
         storage = home / "storage"
         storage.mkdir()
-        yield SshServer(port=port, user=getpass.getuser(), keyfile=home / "client_key", storage=storage)
+        yield SshServer(port=port, user=getpass.getuser(), keyfile=home / "client_key", storage=storage,
+                        host_key=home / "host_key.pub")
     finally:
         stop(server)
 
@@ -263,11 +265,71 @@ def test_pull_from_an_empty_s3_bucket_fails_naming_what_is_missing(repo: Path, s
     assert not (project / "data" / "raw").exists()
 
 
-def test_push_and_pull_through_an_ssh_server(repo: Path, ssh_server: SshServer, tmp_path: Path) -> None:
-    project = project_copy(repo, tmp_path / "project")
+def trust_host_key(home: Path, port: int, public_key: Path) -> None:
+    """A HOME whose ~/.ssh/known_hosts lists ``public_key`` for 127.0.0.1:port, as `ssh` would after a first login."""
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {public_key.read_text().strip()}\n")
+
+
+def add_ssh_remote(project: Path, ssh_server: SshServer) -> None:
     run(["dvc", "remote", "add", "-d", "storage",
          f"ssh://{ssh_server.user}@127.0.0.1{ssh_server.storage}"], project)
     run(["dvc", "remote", "modify", "storage", "port", str(ssh_server.port)], project)
+    run(["dvc", "remote", "modify", "storage", "verify", "true"], project)
     run(["dvc", "remote", "modify", "--local", "storage", "keyfile", str(ssh_server.keyfile)], project)
+
+
+@pytest.fixture
+def known_host(ssh_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME for the dvc commands, with the test server's host key in its known_hosts."""
+    home = tmp_path / "home"
+    trust_host_key(home, ssh_server.port, ssh_server.host_key)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_push_and_pull_through_an_ssh_server(repo: Path, ssh_server: SshServer, known_host: Path,
+                                             tmp_path: Path) -> None:
+    project = project_copy(repo, tmp_path / "project")
+    add_ssh_remote(project, ssh_server)
     push_delete_pull(project, lambda: {file.relative_to(ssh_server.storage).as_posix()
                                        for file in ssh_server.storage.rglob("*") if file.is_file()})
+
+
+def test_the_ssh_remote_refuses_a_server_whose_host_key_is_not_known(repo: Path, ssh_server: SshServer,
+                                                                     known_host: Path, tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    trust_host_key(known_host, ssh_server.port, tmp_path / "other.pub")   # the server now shows another key
+    project = project_copy(repo, tmp_path / "project")
+    add_ssh_remote(project, ssh_server)
+    pushed = run(["dvc", "push", "models/cnn.keras"], project, check=False)
+    assert pushed.returncode != 0
+    assert "Host key is not trusted for host 127.0.0.1" in pushed.stdout + pushed.stderr, pushed.stderr[-3000:]
+    assert not [file for file in ssh_server.storage.rglob("*") if file.is_file()], "data went to an untrusted host"
+
+
+def test_the_ssh_remote_neither_skips_host_keys_nor_forwards_the_agent() -> None:
+    import dvc_ssh
+
+    options = dvc_ssh.SSHFileSystem(host="127.0.0.1", port=22, user="me", keyfile="/dev/null").fs_args
+    assert options["known_hosts"] == (), "() makes asyncssh check ~/.ssh/known_hosts; None accepts any host key"
+    assert options["agent_forwarding"] is False
+
+
+def test_a_tampered_object_fails_the_pull_naming_the_file(repo: Path, ssh_server: SshServer, known_host: Path,
+                                                          tmp_path: Path) -> None:
+    project = project_copy(repo, tmp_path / "project")
+    add_ssh_remote(project, ssh_server)
+    md5 = cached_outputs(project)["models/cnn.keras"]
+    run(["dvc", "push", "models/cnn.keras"], project)
+    stored = ssh_server.storage / "files" / "md5" / md5[:2] / md5[2:]
+    stored.write_text("TAMPERED by the server")
+    shutil.rmtree(project / ".dvc" / "cache")
+    (project / "models" / "cnn.keras").unlink()
+    pulled = run(["dvc", "pull", "models/cnn.keras"], project, check=False)
+    message = pulled.stdout + pulled.stderr
+    assert pulled.returncode != 0 and "models/cnn.keras" in message, message[-3000:]
+    model = project / "models" / "cnn.keras"
+    assert not model.exists() or b"TAMPERED" not in model.read_bytes()
+    assert "Data and pipelines are up to date." not in run(["dvc", "status"], project, check=False).stdout
+    stored.unlink()

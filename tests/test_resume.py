@@ -158,12 +158,13 @@ def test_a_killed_training_resumes_and_ends_like_an_uninterrupted_one(split_copy
     run(["dvc", "repro", "train@cnn"], repo)
     assert not state.exists(), "a finished fit removes its backup"
     uninterrupted = train_outputs(repo)
+    previous = {output: (repo / output).read_bytes() for output in ("models/cnn.keras", "metrics/train/cnn.json")}
 
     backed_up = kill_after_first_backup(repo, state)
     assert 1 <= backed_up < EPOCHS, f"the kill came after {backed_up} of {EPOCHS} epochs"
     print(f"killed after epoch {backed_up} of {EPOCHS} was backed up")
-    for output in ("models/cnn.keras", "metrics/train/cnn.json"):
-        assert not (repo / output).exists(), f"a killed run left {output}, which a later stage would take as valid"
+    for output, content in previous.items():       # outputs persist; a killed run never half-writes one
+        assert (repo / output).read_bytes() == content, f"a killed run changed {output}"
     assert json.loads(run(["dvc", "status", "--json", "train@cnn"], repo).stdout), "DVC must see the stage as stale"
 
     resumed = run(["dvc", "repro", "train@cnn"], repo)

@@ -79,7 +79,7 @@ def test_a_csv_manifest_names_classes_and_reports_missing_files(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("setup", "expected"), [
-    ("missing-root", "data/raw/shapes: does not exist; expected a folder with one sub-folder per class."),
+    ("missing-root", "data/raw/shapes: folder missing (it does not exist); expected a folder with one sub-folder per class."),
     ("no-classes", "holds no class folders; expected one sub-folder per class"),
     ("empty-class", "class folder 'zebra' holds no image files (1 other files)"),
     ("few-images", "1 class(es) keep fewer images than preprocess.min_images_per_class = 5: 'zebra' (2)"),
@@ -115,5 +115,5 @@ def test_listing_skips_hidden_files_and_reports_files_outside_class_folders(tmp_
     (tmp_path / "stray.png").write_bytes(b"\0")
     listing = list_class_folders(tmp_path)
     assert len(listing.files) == 6
-    assert [(Path(entry["file"]).name, entry["reason"]) for entry in listing.passed_over] == [
-        ("stray.png", "outside_class_folder")]
+    assert sorted((Path(entry["file"]).name, entry["reason"]) for entry in listing.passed_over) == [
+        (".DS_Store", "hidden_file"), (".hidden.png", "hidden_file"), ("stray.png", "outside_class_folder")]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
@@ -17,10 +18,12 @@ from imgpipe.config.schema import ParamsError, load_params
 from imgpipe.data.fetch import DataFetchError, fetch_fashion_mnist
 from imgpipe.artifacts.files import save_text
 from imgpipe.artifacts.paths import project_paths
+from imgpipe.artifacts.files import remove_leftovers
 from imgpipe.evaluation.revisions import CompareError
 from imgpipe.models.registry import family_names
 from imgpipe.pipeline.runner import StageFailed, run_stage
 from imgpipe.pipeline.stages import stage_names
+from imgpipe.serving.trust import UntrustedModelError
 
 LOGGER = logging.getLogger("imgpipe")
 
@@ -37,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, choices=family_names(), help="which exported family to use")
     predict.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     predict.add_argument("--export-dir", help="folder of version folders (default: exported/<model>)")
+    predict.add_argument("--trust-model", action="store_true",
+                         help="load a SavedModel from outside exported/ even if its graph holds operations that "
+                              "imgpipe's export never uses (file I/O, Python calls); only for models you trust")
+    predict.add_argument("--max-pixels", type=int, default=50_000_000,
+                         help="images with more pixels are refused unread (decompression bombs)")
     predict.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
     bench = commands.add_parser("bench", help="training speed: naive model.fit against the pipeline, vs sgemm")
     bench.add_argument("--images", type=int, default=12800, help="training images per measurement")
@@ -125,11 +133,17 @@ def _make_folder_dataset(folder: str, per_class: int, with_broken_files: bool) -
     LOGGER.info("wrote %d images and %d broken files under %s", count, len(broken), folder)
 
 
-def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None) -> int:
+def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None, trust_model: bool,
+             max_pixels: int) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")         # keep TensorFlow's C++ start-up notes off the output
     from imgpipe.serving.predict import run_predict                    # TensorFlow loads only for this command
 
-    return run_predict(inputs, Path(export_dir) if export_dir else project_paths().export_dir(model), as_json)
+    try:
+        own = project_paths().root / "exported"
+    except FileNotFoundError:
+        own = None
+    folder = Path(export_dir) if export_dir else project_paths().export_dir(model)
+    return run_predict(inputs, folder, as_json, trusted_root=own, trust_model=trust_model, max_pixels=max_pixels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             load_params(project_paths().params)
             LOGGER.info("params.yaml is valid")
         elif args.command == "predict":
-            return _predict(args.model, args.inputs, args.json, args.export_dir)
+            return _predict(args.model, args.inputs, args.json, args.export_dir, args.trust_model, args.max_pixels)
         elif args.command == "verify":
             return _verify(args.keep)
         elif args.command == "compare":
@@ -161,12 +175,20 @@ def main(argv: list[str] | None = None) -> int:
             _make_folder_dataset(args.folder, args.per_class, args.with_broken_files)
         else:
             run_stage(project_paths(), args.stage, args.model)
-    except (ParamsError, DataFetchError, StageFailed, FileNotFoundError) as error:
+    except (ParamsError, DataFetchError, StageFailed, FileNotFoundError, UntrustedModelError) as error:
         LOGGER.error("%s", error)
         return 1
     except CompareError as error:
         LOGGER.error("%s", error)
         return 2
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        root = project_paths().root
+        removed = remove_leftovers(root)
+        LOGGER.error("the disk is full (%s); free space on the disk holding %s and rerun (%d partial files removed).",
+                     error, root, len(removed))
+        return 1
     return 0
 
 

@@ -12,13 +12,20 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import stat
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgpipe.pipeline.processes import die_with_parent
+from imgpipe.config.resources import require_memory
 
 LOGGER = logging.getLogger(__name__)
 _CHUNK_FILES = 16
@@ -88,7 +95,10 @@ def _checked(pixels: np.ndarray) -> Decoded:
 def decode_file(path: Path, settings: DecodeSettings) -> Decoded:
     """Decode one file, or say in one word (and a detail) why it cannot be used."""
     try:
-        if path.stat().st_size == 0:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            return Decoded(None, "unreadable", "not a regular file (a FIFO, socket or device)")
+        if status.st_size == 0:
             return Decoded(None, "empty_file", "0 bytes")
         with Image.open(path) as image:
             width, height = image.size
@@ -121,16 +131,57 @@ def worker_count(requested: int) -> int:
     return requested or len(os.sched_getaffinity(0))
 
 
+class DecodeWorkerDied(RuntimeError):
+    """A decoding process ended without an answer (killed by a signal, e.g. the kernel's OOM killer)."""
+
+
+def decode_memory_bytes(settings: DecodeSettings, workers: int) -> int:
+    """A generous estimate of what decoding needs at once: per worker, the largest allowed source image
+    as RGBA plus a few float copies of one target image."""
+    target = settings.height * settings.width * max(settings.channels, 3)
+    return max(workers, 1) * (4 * settings.max_pixels + 8 * target)
+
+
+def check_memory(settings: DecodeSettings, workers: int) -> None:
+    """Refuse settings whose decoding could not fit this machine's memory, before any file is read."""
+    require_memory(decode_memory_bytes(settings, workers),
+                   f"preprocess.image_size={[settings.height, settings.width]} with max_pixels="
+                   f"{settings.max_pixels:,} and {max(workers, 1)} decoding process(es)",
+                   "lower preprocess.image_size, max_pixels or workers.")
+
+
+def _pool_results(paths: Sequence[Path], settings: DecodeSettings, workers: int) -> Iterator[list[Decoded]]:
+    """Chunks decoded in ``workers`` processes, in order, at most two chunks per worker in flight."""
+    context = multiprocessing.get_context("fork")  # no re-import of __main__; decoding needs no threads
+    decode = partial(_decode_chunk, settings=settings)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent) as pool:
+        pending: deque[Future[list[Decoded]]] = deque()
+        for chunk in _chunks(paths):
+            pending.append(pool.submit(decode, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def decode_files(paths: Sequence[Path], settings: DecodeSettings, workers: int) -> Iterator[Decoded]:
-    """Decode files in order, in ``workers`` processes (one: in this process)."""
+    """Decode files in order, in ``workers`` processes (one: in this process).
+
+    A worker that dies (the OOM killer, a signal) ends the run with :class:`DecodeWorkerDied`
+    instead of waiting forever for its answer.
+    """
     if workers <= 1 or len(paths) <= _CHUNK_FILES:
         for chunk in _chunks(paths):
             yield from _decode_chunk(chunk, settings)
         return
-    context = multiprocessing.get_context("fork")  # no re-import of __main__; decoding needs no threads
-    with context.Pool(workers) as pool:
-        for results in pool.imap(partial(_decode_chunk, settings=settings), _chunks(paths)):
+    try:
+        for results in _pool_results(paths, settings, workers):
             yield from results
+    except BrokenProcessPool:
+        raise DecodeWorkerDied(
+            f"a decoding process died while decoding {len(paths)} files (killed by a signal, most likely the "
+            f"kernel's out-of-memory killer); lower preprocess.workers (now {workers}), image_size "
+            f"({settings.height}×{settings.width}) or max_pixels ({settings.max_pixels:,}).") from None
 
 
 def write_npy_header(handle, shape: tuple[int, ...]) -> None:

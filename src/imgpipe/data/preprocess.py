@@ -21,7 +21,7 @@ from PIL import Image
 
 from imgpipe.artifacts.files import atomic_path
 from imgpipe.config.schema import PreprocessParams
-from imgpipe.data.decode import DecodeSettings, Decoded, conform, decode_files, pixel_digest, worker_count, \
+from imgpipe.data.decode import DecodeSettings, Decoded, check_memory, conform, decode_files, pixel_digest, worker_count, \
     write_npy_header
 from imgpipe.data.dataset import FIXED_ZIP_TIME, ORIGIN_TEST, ORIGIN_TRAIN, ROWS_PER_BLOCK, write_npy_member
 from imgpipe.data.idx import IdxFormatError, load_idx
@@ -31,7 +31,7 @@ from imgpipe.data.sources import IDX_FILES, DataError, ImageFiles, find_idx_file
 LOGGER = logging.getLogger(__name__)
 
 __all__ = ["ORIGIN_TEST", "ORIGIN_TRAIN", "DataError", "RawImages", "clean", "load_raw", "save_dataset"]
-DECODE_REASONS = ("outside_class_folder", "unsupported_extension", "missing_file", "empty_file", "not_an_image",
+DECODE_REASONS = ("outside_raw_data", "hidden_file", "outside_class_folder", "unsupported_extension", "missing_file", "empty_file", "not_an_image",
                   "unreadable", "too_many_pixels", "too_small")
 CLEANING_REASONS = ("blank", "duplicate_with_conflicting_label", "exact_duplicate")
 
@@ -70,8 +70,10 @@ def check_pair(images: np.ndarray, labels: np.ndarray, num_classes: int, source:
             f"(one per name in preprocess.class_names).")
 
 
-def _read_idx_pairs(raw_dir: Path, class_names: list[str]) -> tuple[list[np.ndarray], list[np.ndarray], tuple]:
-    pairs = [(load_idx(find_idx_file(raw_dir, images)), load_idx(find_idx_file(raw_dir, labels)), images)
+def _read_idx_pairs(raw_dir: Path, class_names: list[str],
+                    allowed: tuple[Path, ...] = ()) -> tuple[list[np.ndarray], list[np.ndarray], tuple]:
+    pairs = [(load_idx(find_idx_file(raw_dir, images, allowed)), load_idx(find_idx_file(raw_dir, labels, allowed)),
+              images)
              for images, labels in IDX_FILES.values()]
     names = tuple(class_names) or tuple(str(n) for n in range(1 + max(int(p[1].max(initial=0)) for p in pairs)))
     for images, labels, stem in pairs:
@@ -117,10 +119,12 @@ def _settings(params: PreprocessParams, shape: tuple[int, ...] | None = None) ->
     return DecodeSettings(height, width, channels, params.resize, params.min_side, params.max_pixels)
 
 
-def _load_idx_source(raw_dir: Path, params: PreprocessParams, store: Path) -> RawImages:
+def _load_idx_source(raw_dir: Path, params: PreprocessParams, store: Path,
+                     allowed: tuple[Path, ...] = ()) -> RawImages:
     started = time.perf_counter()
-    images, labels, names = _read_idx_pairs(raw_dir, params.class_names)
+    images, labels, names = _read_idx_pairs(raw_dir, params.class_names, allowed)
     settings = _settings(params, images[0].shape[1:])
+    check_memory(settings, 1)
     needs_conform = (settings.height, settings.width, settings.channels) != images[0].shape[1:]
     all_images = np.concatenate(images)
     rows = _idx_rows(all_images, settings if needs_conform else None)
@@ -140,6 +144,7 @@ def _load_files_source(listing: ImageFiles, params: PreprocessParams, root: Path
     started = time.perf_counter()
     settings = _settings(params)
     workers = worker_count(params.workers)
+    check_memory(settings, workers)
     LOGGER.info("decoding %d files in %d processes", len(listing.files), workers)
     facts = _stream_to_store(decode_files(listing.files, settings, workers), len(listing.files),
                              (settings.height, settings.width, settings.channels), store)
@@ -153,9 +158,11 @@ def load_raw(params: PreprocessParams, root: Path, store: Path) -> RawImages:
     """Read the configured source (``preprocess`` params) into ``store``; ``path`` is relative to ``root``."""
     root = root.resolve()
     source = root / params.path
+    allowed = (root / "data" / "raw", root / ".dvc" / "cache")   # what data.dvc tracks (and its cache's links)
     if params.source == "idx":
-        return _load_idx_source(source, params, store)
-    listing = list_class_folders(source) if params.source == "folder" else read_manifest(source)
+        return _load_idx_source(source, params, store, allowed)
+    listing = (list_class_folders(source, allowed) if params.source == "folder"
+               else read_manifest(source, allowed))
     return _load_files_source(listing, params, root, store)
 
 

@@ -7,6 +7,7 @@ import importlib.metadata
 import itertools
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Sequence
 from typing import Any
@@ -170,3 +171,18 @@ def page_links(pages: list[tuple[str, str, str]]) -> str:
     for title, model_name, page in pages:
         lines.setdefault(title, []).append(f"[{html.escape(model_name or title.lower())}]({page})")
     return "\n".join(f"- {title}: {' · '.join(links)}" for title, links in lines.items())
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def markdown_text(text: str) -> str:
+    """Text from the data or params, safe to put in Markdown: it can add no tags, links, emphasis or headings."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")
+
+
+def code_block(text: str, language: str = "") -> str:
+    """A Markdown code block that ``text`` cannot close early (the fence is longer than any backtick run in it)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"

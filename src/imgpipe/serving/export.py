@@ -62,6 +62,9 @@ def export_model(model: keras.Model, class_names: tuple[str, ...], export_dir: P
     archive.add_endpoint(SIGNATURE, serving_function(model, class_names))
     with atomic_path(target) as partial:
         archive.write_out(str(partial), verbose=False)
+    for stale in export_dir.iterdir():     # DVC keeps this output between runs: only the current version stays
+        if stale.is_dir() and stale.name.isdigit() and stale != target:
+            shutil.rmtree(stale)
     LOGGER.info("exported %s", target)
     return target
 

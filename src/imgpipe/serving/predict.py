@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ from tqdm import tqdm
 
 from imgpipe.data.sources import IMAGE_EXTENSIONS
 from imgpipe.serving.export import latest_version, load_serving
+from imgpipe.serving.trust import check_trusted
 
+Image.MAX_IMAGE_PIXELS = None   # read_image checks the pixel count itself, as a per-file error
+MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,23 @@ def expand_inputs(inputs: list[str]) -> Iterator[Path]:
             yield path
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode one image file to a uint8 array H×W×C with C = 1 (gray), 3 (RGB) or 4 (RGBA)."""
+class UnreadableImage(ValueError):
+    """A file that is not read: not a regular file, or an image with too many pixels."""
+
+
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode one image file to a uint8 array H×W×C with C = 1 (gray), 3 (RGB) or 4 (RGBA).
+
+    Only regular files are opened (a FIFO would block), and the pixel count is checked from the header,
+    which Pillow reads without decoding, so a decompression bomb is refused before it takes any memory.
+    """
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise UnreadableImage(f"{path} is not a regular file (a folder, FIFO, socket or device)")
     with Image.open(path) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise UnreadableImage(f"{path} has {width}×{height} = {width * height:,} pixels, more than "
+                                  f"--max-pixels {max_pixels:,} (a decompression bomb?)")
         image.load()
         mode = {"1": "L", "L": "L", "I;16": "L", "I": "L", "F": "L", "LA": "RGBA", "RGBA": "RGBA"}.get(image.mode)
         if image.mode == "P":
@@ -60,13 +78,17 @@ def read_image(path: Path) -> np.ndarray:
     return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
 
 
-def predict_files(paths: list[Path], version_dir: Path, progress: bool) -> Iterator[Prediction]:
+def predict_files(paths: list[Path], version_dir: Path, progress: bool,
+                  max_pixels: int = MAX_PIXELS) -> Iterator[Prediction]:
     """Predict each file in turn; unreadable files yield an error instead of stopping the run."""
     serve = load_serving(version_dir)
     for path in tqdm(paths, disable=not progress, unit="image", file=sys.stderr):
         try:
-            pixels = read_image(path)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+            pixels = read_image(path, max_pixels)
+        except UnreadableImage as error:
+            yield Prediction(str(path), error=f"cannot read {error}")
+            continue
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             yield Prediction(str(path), error=f"cannot read {path} as an image ({type(error).__name__}: {error})")
             continue
         outputs = serve(images=pixels[np.newaxis])
@@ -87,14 +109,22 @@ def write_prediction(prediction: Prediction, as_json: bool, out: TextIO, err: Te
 
 
 def run_predict(inputs: list[str], export_dir: Path, as_json: bool, out: TextIO = sys.stdout,
-                err: TextIO = sys.stderr) -> int:
-    """Predict every input and return the exit code: 0 when all files were predicted, 1 otherwise."""
+                err: TextIO = sys.stderr, trusted_root: Path | None = None, trust_model: bool = False,
+                max_pixels: int = MAX_PIXELS) -> int:
+    """Predict every input and return the exit code: 0 when all files were predicted, 1 otherwise.
+
+    A model outside ``trusted_root`` (the project's own ``exported/``) is checked by
+    :func:`imgpipe.serving.trust.check_trusted` before it is loaded, unless ``trust_model``.
+    """
     paths = list(expand_inputs(inputs))
     if not paths:
         err.write(f"error: no image files found in {' '.join(inputs)}\n")
         return 1
+    version_dir = latest_version(export_dir)
+    if not trust_model and not (trusted_root and version_dir.resolve().is_relative_to(trusted_root.resolve())):
+        check_trusted(version_dir)
     failures = 0
-    for prediction in predict_files(paths, latest_version(export_dir), progress=len(paths) > 20 and err.isatty()):
+    for prediction in predict_files(paths, version_dir, len(paths) > 20 and err.isatty(), max_pixels):
         failures += prediction.error is not None
         write_prediction(prediction, as_json, out, err)
     return 1 if failures else 0

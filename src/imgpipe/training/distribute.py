@@ -4,12 +4,14 @@ writes what, and a workaround that lets Keras 3 ``fit`` run under MultiWorkerMir
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -32,11 +34,42 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("train.strategy is multi_worker but TF_CONFIG is not set; see the README's "
-                             "'Training on several machines' section.")
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}.")
+
+
+class ClusterConfigError(ValueError):
+    """``TF_CONFIG`` is missing or does not describe this worker's place in a cluster."""
+
+
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+def check_tf_config(text: str | None) -> dict[str, Any]:
+    """The parsed ``TF_CONFIG``, or a :class:`ClusterConfigError` that names it, the problem and an example."""
+    where = "train.strategy is multi_worker, so the environment variable TF_CONFIG must describe the cluster"
+    if not text or not text.strip():
+        raise ClusterConfigError(f"{where}, but TF_CONFIG is not set; set it on every worker, e.g. "
+                                 f"TF_CONFIG='{_TF_CONFIG_EXAMPLE}'.")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ClusterConfigError(f"{where}, but TF_CONFIG is not valid JSON ({error.msg} at character "
+                                 f"{error.pos}: {text[:80]!r}); expected e.g. '{_TF_CONFIG_EXAMPLE}'.") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(hosts, list) and hosts and all(isinstance(h, str) and ":" in h for h in hosts)
+            for hosts in cluster.values()):
+        raise ClusterConfigError(f"{where}, but TF_CONFIG's 'cluster' is {cluster!r}; expected a mapping of job "
+                                 f"names to lists of 'host:port', e.g. '{_TF_CONFIG_EXAMPLE}'.")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int) \
+            or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise ClusterConfigError(f"{where}, but TF_CONFIG's 'task' is {task!r}; expected this worker's job type "
+                                 f"(one of {sorted(cluster)}) and its index in that job's list.")
+    return config
 
 
 def worker_index(strategy: tf.distribute.Strategy) -> int:

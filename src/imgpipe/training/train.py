@@ -4,6 +4,7 @@ and the facts a finished run saves."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import tensorflow as tf
 from imgpipe.artifacts.files import atomic_path
 from imgpipe.training.backup import TrainingBackup, training_fingerprint
 from imgpipe.training.batches import SeededBatches
+from imgpipe.config.resources import require_memory
 from imgpipe.training.distribute import multi_worker_fit
 
 LOGGER = logging.getLogger(__name__)
@@ -74,6 +76,30 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, lab
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
+def activation_floats(model: keras.Model) -> int:
+    """Floats one image's forward pass keeps for the backward pass: every layer's output, summed."""
+    total = 0
+    for layer in model.layers:
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        for output in outputs:
+            total += math.prod(int(side or 1) for side in output.shape[1:])
+    return total
+
+
+def training_memory_bytes(model: keras.Model, batch_size: int, train_images: int) -> int:
+    """A rough estimate of a training step's memory: activations and their gradients for one batch (of at
+    most every training image), in float32, plus the weights, their gradients and two optimizer slots."""
+    batch = min(batch_size, max(train_images, 1))
+    return 4 * (2 * batch * activation_floats(model) + 4 * model.count_params())
+
+
+def check_batch_memory(model: keras.Model, batch_size: int, train_images: int, model_name: str) -> None:
+    """Refuse a batch size whose training step cannot fit this machine's memory, before the first step."""
+    require_memory(training_memory_bytes(model, batch_size, train_images),
+                   f"train.{model_name}.batch_size={batch_size:,} ({min(batch_size, train_images):,} images a step)",
+                   f"lower train.{model_name}.batch_size.")
+
+
 def fit(model: keras.Model, train: SeededBatches, val: tf.data.Dataset, epochs: int,
         train_images: int, patience: int, callbacks: list[keras.callbacks.Callback],
         backup_dir: Path | None = None) -> TrainingResult:
@@ -85,6 +111,7 @@ def fit(model: keras.Model, train: SeededBatches, val: tf.data.Dataset, epochs: 
     """
     callbacks = list(callbacks)
     backup, first_epoch = None, 0
+    check_batch_memory(model, train.batch_size, train_images, model.name)
     if backup_dir is not None:
         backup = TrainingBackup(backup_dir, training_fingerprint(model, train, epochs))
         first_epoch = backup.restore(model)
