@@ -142,3 +142,16 @@ def test_command_line_has_a_version_and_plain_help() -> None:
     missing = _imgpipe("run", "train")
     assert missing.returncode == 1 and "needs a model" in missing.stderr
     assert "--top K" in _imgpipe("predict", "--help").stdout
+
+
+def test_jupyter_save_hook_strips_notebooks_and_refuses_the_published_copies() -> None:
+    from imgpipe.pipeline.hygiene import strip_before_save
+
+    content = {"cells": [{"cell_type": "code", "source": "1", "outputs": [{"output_type": "stream", "name": "stdout",
+                                                                            "text": "1"}], "execution_count": 3,
+                          "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    model = {"type": "notebook", "content": content}
+    strip_before_save(model, path="notebooks/4-evaluate.ipynb")
+    assert content["cells"][0]["outputs"] == []
+    with pytest.raises(PermissionError, match="scratch/"):
+        strip_before_save({"type": "notebook", "content": content}, path="reports/evaluate-cnn.ipynb")
