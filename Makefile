@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help env data browser sshd repro test lab lock status bench bench-preprocess bench-streaming verify
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 # The virtual environment is (re)built whenever the lock or the project metadata is newer than it.
 $(INSTALLED): requirements.lock pyproject.toml
@@ -54,8 +54,8 @@ bench-streaming: env ## Train on 1.4 GB of images under a 1.1 GB memory limit: l
 verify: data ## Rerun the committed study from scratch in a temporary clone and judge it against the commit
 	imgpipe verify
 
-lab: env ## Open the notebooks in JupyterLab (outputs are stripped on save)
-	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: env ## JupyterLab at the project root (hand-run notebooks write to scratch/; outputs stripped on save)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter jupyter lab --notebook-dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 status: env ## Show what dvc would rerun, and the metrics
 	dvc status && dvc metrics show

@@ -61,6 +61,9 @@ def test_verdicts_and_headline_format() -> None:
                                **{name: [0.9] for name in ("accuracy", "precision_macro", "recall_macro", "f1_macro")},
                                **{f"{name}_ci": [(0.88, 0.92)] for name in
                                   ("accuracy", "precision_macro", "recall_macro", "f1_macro")}})
+    comparison.loc[0, "parameters"] = 414042
     table = headline_table(comparison)
-    assert table.loc[0, "accuracy (95% CI)"] == "90.00% [88.00%, 92.00%]"
-    assert table.loc[0, "ECE"] == "0.012"
+    assert table.loc[0, "Accuracy, 95% CI"] == "90.00%\u00a0[88.00%,\u00a092.00%]"   # never wraps inside
+    assert table.loc[0, "Calibration error (ECE)"] == "0.012"
+    assert table.loc[0, "Parameters"] == "414,042"
+    assert all("_" not in column for column in table.columns)

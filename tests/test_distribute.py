@@ -47,7 +47,8 @@ def worker_copy(source: Path, target: Path) -> Path:
 
 def start_worker(repo: Path, cluster: list[str], index: int, scratch: Path) -> subprocess.Popen[str]:
     env = {**os.environ, **GIT_IDENTITY, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch),
-           "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
+           "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}),
+           "IMGPIPE_VERBOSE": "1"}                  # the full kernel log: the test reads each epoch's line
     env.pop("IMGPIPE_ROOT", None)
     return subprocess.Popen(["imgpipe", "run", "train", "cnn"], cwd=repo, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -152,7 +152,9 @@ def with_ignored_exit(action) -> None:
 
 
 @pytest.mark.pipeline
-def test_a_killed_training_resumes_and_ends_like_an_uninterrupted_one(split_copy: Path) -> None:
+def test_a_killed_training_resumes_and_ends_like_an_uninterrupted_one(split_copy: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGPIPE_VERBOSE", "1")          # the full kernel log: the test reads the epoch lines
     repo = split_copy
     state = repo / "checkpoints/cnn/state.json"
     run(["dvc", "repro", "train@cnn"], repo)
@@ -180,7 +182,9 @@ def test_a_killed_training_resumes_and_ends_like_an_uninterrupted_one(split_copy
 
 
 @pytest.mark.pipeline
-def test_a_backup_from_other_settings_is_discarded(split_copy: Path, tmp_path: Path) -> None:
+def test_a_backup_from_other_settings_is_discarded(split_copy: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGPIPE_VERBOSE", "1")
     repo = tmp_path / "copy"
     shutil.copytree(split_copy, repo, symlinks=True)
     state = repo / "checkpoints/cnn/state.json"

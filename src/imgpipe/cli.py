@@ -1,5 +1,4 @@
-"""Command line: ``imgpipe fetch-data``, ``check-params``, ``run STAGE [MODEL]``, ``predict``, ``bench``,
-``bench-preprocess``, ``bench-streaming``, ``make-folder-dataset``, ``verify``, ``compare``, ``experiments``."""
+"""The ``imgpipe`` command: run pipeline stages, summarize them, predict with an exported model, benchmark."""
 
 from __future__ import annotations
 
@@ -10,35 +9,46 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from imgpipe.artifacts.files import save_json
+from imgpipe import __version__
+from imgpipe.artifacts.files import load_json, remove_leftovers, save_json, save_text
+from imgpipe.artifacts.paths import project_paths
 from imgpipe.config.schema import ParamsError, load_params
 from imgpipe.data.fetch import DataFetchError, fetch_fashion_mnist
-from imgpipe.artifacts.files import save_text
-from imgpipe.artifacts.paths import project_paths
-from imgpipe.artifacts.files import remove_leftovers
 from imgpipe.evaluation.revisions import CompareError
 from imgpipe.models.registry import family_names
+from imgpipe.pipeline import stagelog
 from imgpipe.pipeline.runner import StageFailed, run_stage
-from imgpipe.pipeline.stages import stage_names
+from imgpipe.pipeline.stages import STAGES, stage_names
 from imgpipe.serving.trust import UntrustedModelError
 
 LOGGER = logging.getLogger("imgpipe")
+DESCRIPTION = ("Reproducible image classification: run the pipeline's stages (dvc repro calls `imgpipe run`), "
+               "summarize them, label images with an exported model, and benchmark.")
+PER_MODEL_STAGES = tuple(entry.name for entry in STAGES if entry.per_model)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgpipe", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="imgpipe", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"imgpipe {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help=f"full log: every stage's kernel output and debug lines (or set {stagelog.VERBOSE_ENV}=1)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("fetch-data", help="fill data/raw with the verified Fashion-MNIST files")
     commands.add_parser("check-params", help="validate params.yaml and exit")
     run = commands.add_parser("run", help="execute one stage notebook with Papermill and publish it as HTML")
     run.add_argument("stage", choices=stage_names())
-    run.add_argument("model", nargs="?", choices=family_names(), help="model family, for the per-model stages")
+    run.add_argument("model", nargs="?", choices=family_names(),
+                     help=f"model family, for the {', '.join(PER_MODEL_STAGES)} stages")
+    run.add_argument("-v", "--verbose", action="store_true", dest="stage_verbose", help="full log of the stage's kernel")
+    commands.add_parser("summary", help="the last run of every stage: time and key figure")
     predict = commands.add_parser("predict", help="label image files, folders or globs with an exported model")
     predict.add_argument("--model", required=True, choices=family_names(), help="which exported family to use")
     predict.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    predict.add_argument("--top", type=int, default=1, metavar="K", help="also show the K most likely classes")
     predict.add_argument("--export-dir", help="folder of version folders (default: exported/<model>)")
     predict.add_argument("--trust-model", action="store_true",
                          help="load a SavedModel from outside exported/ even if its graph holds operations that "
@@ -133,23 +143,64 @@ def _make_folder_dataset(folder: str, per_class: int, with_broken_files: bool) -
     LOGGER.info("wrote %d images and %d broken files under %s", count, len(broken), folder)
 
 
-def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None, trust_model: bool,
+def _predict(model: str, inputs: list[str], as_json: bool, export_dir: str | None, top: int, trust_model: bool,
              max_pixels: int) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")         # keep TensorFlow's C++ start-up notes off the output
-    from imgpipe.serving.predict import run_predict                    # TensorFlow loads only for this command
+    from imgpipe.serving.quiet import native_stderr_silenced
 
+    with native_stderr_silenced():
+        from imgpipe.serving.predict import run_predict                # TensorFlow loads only for this command
+
+    if top < 1:
+        raise ParamsError(f"--top must be 1 or more, got {top}.")
     try:
         own = project_paths().root / "exported"
     except FileNotFoundError:
         own = None
     folder = Path(export_dir) if export_dir else project_paths().export_dir(model)
-    return run_predict(inputs, folder, as_json, trusted_root=own, trust_model=trust_model, max_pixels=max_pixels)
+    return run_predict(inputs, folder, as_json, top=top, trusted_root=own, trust_model=trust_model,
+                       max_pixels=max_pixels)
+
+
+def _run_stage(stage_name: str, model: str | None, verbose: bool) -> None:
+    if stage_name in PER_MODEL_STAGES and model is None:
+        raise ParamsError(f"stage {stage_name} needs a model: imgpipe run {stage_name} {{{','.join(family_names())}}}.")
+    started = time.monotonic()
+    paths = project_paths()
+    name = f"{stage_name}@{model}" if model else stage_name
+    run_stage(paths, stage_name, model, kernel_level=logging.DEBUG if verbose else logging.WARNING)
+    metrics = paths.model_metrics(stage_name, model) if model else paths.stage_metrics(stage_name)
+    figure = stagelog.key_figure(stage_name, load_json(metrics) if metrics.is_file() else {})
+    LOGGER.info("%s", stagelog.record_stage(paths.root / ".imgpipe" / "stages", name, stage_name,
+                                            time.monotonic() - started, figure))
+    if stage_name == "report":
+        sys.stdout.write(stagelog.summary_table(paths.root / ".imgpipe" / "stages") + "\n")
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Quiet: our own lines as plain text, warnings with their level; verbose: everything, timestamped."""
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_QuietFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    for noisy in ("papermill", "nbclient", "tensorflow", "absl", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("traitlets").setLevel(logging.ERROR)       # nbconvert's notes on the published HTML
+
+
+class _QuietFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = _parser().parse_args(argv)
+    verbose = args.verbose or getattr(args, "stage_verbose", False) or os.environ.get(stagelog.VERBOSE_ENV) == "1"
+    _configure_logging(verbose)
     try:
         if args.command == "fetch-data":
             paths = project_paths()
@@ -158,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             load_params(project_paths().params)
             LOGGER.info("params.yaml is valid")
         elif args.command == "predict":
-            return _predict(args.model, args.inputs, args.json, args.export_dir, args.trust_model, args.max_pixels)
+            return _predict(args.model, args.inputs, args.json, args.export_dir, args.top, args.trust_model,
+                            args.max_pixels)
+        elif args.command == "summary":
+            sys.stdout.write(stagelog.summary_table(project_paths().root / ".imgpipe" / "stages") + "\n")
         elif args.command == "verify":
             return _verify(args.keep)
         elif args.command == "compare":
@@ -174,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "make-folder-dataset":
             _make_folder_dataset(args.folder, args.per_class, args.with_broken_files)
         else:
-            run_stage(project_paths(), args.stage, args.model)
+            _run_stage(args.stage, args.model, verbose)
     except (ParamsError, DataFetchError, StageFailed, FileNotFoundError, UntrustedModelError) as error:
         LOGGER.error("%s", error)
         return 1

@@ -269,8 +269,9 @@ def save_dataset(raw: RawImages, keep: np.ndarray, path: Path) -> None:
 
 
 def cleaning_metrics(report: dict[str, Any], raw: RawImages) -> dict[str, Any]:
-    """The counts of a cleaning report (not the per-file listing) and the decoding speed, for `dvc metrics`."""
-    counts = {key: report[key] for key in ("input_files", "kept_images", "dropped_images", "dropped_by_reason",
-                                           "image_shape")}
+    """The counts of a cleaning report (not the per-file listing) and the decoding speed, for `dvc metrics`.
+    Only the reasons that dropped a file are listed: eleven zero columns would bury `dvc metrics show`."""
+    counts = {key: report[key] for key in ("input_files", "kept_images", "dropped_images", "image_shape")}
+    counts["dropped_by_reason"] = {reason: count for reason, count in report["dropped_by_reason"].items() if count}
     return {**counts, "wall_time_s": round(raw.wall_time_s, 2),
             "images_per_second": round(len(raw.sources) / max(raw.wall_time_s, 1e-9), 1)}

@@ -42,18 +42,23 @@ def gradient_saliency(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return _normalize(np.abs(gradients).max(axis=-1))
 
 
-def last_feature_map_layer(model: keras.Model) -> layers.Layer:
-    """The last layer whose output is a spatial feature map (rank 4) before the classifier head."""
+def last_feature_map_layer(model: keras.Model, min_fraction: float = 0.25) -> layers.Layer:
+    """The last spatial feature map (rank 4) still at least ``min_fraction`` of the input's side.
+
+    Deep maps (3×3 for a 28×28 image) give Grad-CAM blobs of a few cells; a map at a quarter of the
+    input (7×7) still locates parts of the object. Without such a map, the last spatial one is used."""
     spatial = [layer for layer in model.layers
                if len(getattr(layer, "output", None).shape or ()) == 4 and not isinstance(layer, layers.InputLayer)
                and not isinstance(layer, (layers.MaxPooling2D, layers.Normalization))]
     if not spatial:
         raise ValueError(f"model {model.name!r} has no spatial feature map for Grad-CAM.")
-    return spatial[-1]
+    input_side = min(model.input_shape[1:3])
+    fine = [layer for layer in spatial if min(layer.output.shape[1:3]) >= min_fraction * input_side]
+    return (fine or spatial)[-1]
 
 
 def grad_cam(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Grad-CAM of the predicted class on the last convolutional feature map, upsampled to the image."""
+    """Grad-CAM of the predicted class on the last feature map at a useful resolution, upsampled to the image."""
     features_model = keras.Model(model.inputs, [last_feature_map_layer(model).output, model.outputs[0]])
     inputs = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape() as tape:

@@ -22,6 +22,8 @@ from imgpipe.evaluation import results
 from imgpipe.evaluation.statistics import HEADLINE_METRICS, mcnemar
 from imgpipe.training.curves import load_curves
 
+METRIC_NAMES = {"accuracy": "Accuracy", "precision_macro": "Precision (macro)", "recall_macro": "Recall (macro)",
+                "f1_macro": "F1 (macro)"}
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "dvc", "dvclive",
                       "papermill", "nbconvert", "seaborn", "pandas")
 
@@ -44,15 +46,19 @@ def comparison_table(paths: ProjectPaths, model_names: Sequence[str]) -> pd.Data
 
 
 def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
-    """The comparison formatted for reading: each metric as 'value [low, high]' in percent."""
+    """The comparison formatted for reading: each metric as 'value [low, high]' in percent, counts with
+    thousands separators, units in the column names."""
     level = float(comparison["confidence_level"].iloc[0])
-    table = pd.DataFrame({"model": comparison["model"]})
+    table = pd.DataFrame({"Model": comparison["model"]})
     for key in HEADLINE_METRICS:
-        table[f"{key} ({level:.0%} CI)"] = [f"{value:.2%} [{low:.2%}, {high:.2%}]" for value, (low, high)
-                                            in zip(comparison[key], comparison[f"{key}_ci"], strict=True)]
-    table["ECE"] = comparison["ece"].map("{:.3f}".format)
-    for key in ("parameters", "epochs", "train_time_s", "images_per_s"):
-        table[key] = comparison[key].round().astype(int)
+        table[f"{METRIC_NAMES[key]}, {level:.0%} CI"] = [
+            f"{value:.2%}\u00a0[{low:.2%},\u00a0{high:.2%}]"
+            for value, (low, high) in zip(comparison[key], comparison[f"{key}_ci"], strict=True)]
+    table["Calibration error (ECE)"] = comparison["ece"].map("{:.3f}".format)
+    table["Parameters"] = comparison["parameters"].map("{:,.0f}".format)
+    table["Epochs"] = comparison["epochs"].map("{:,.0f}".format)
+    table["Training time (s)"] = comparison["train_time_s"].map("{:,.0f}".format)
+    table["Training images/s"] = comparison["images_per_s"].map("{:,.0f}".format)
     return table
 
 
@@ -68,9 +74,9 @@ def mcnemar_table(paths: ProjectPaths, model_names: Sequence[str], alpha: float)
     rows = []
     for first, second in itertools.combinations(model_names, 2):
         result = mcnemar(correct[first], correct[second])
-        rows.append({"models": f"{first} vs {second}", "only first right": result.only_first_correct,
-                     "only second right": result.only_second_correct, "statistic": f"{result.statistic:.2f}",
-                     "p_value": result.p_value, "test": result.method,
+        rows.append({"Models": f"{first} vs {second}", "Only the first right": f"{result.only_first_correct:,}",
+                     "Only the second right": f"{result.only_second_correct:,}",
+                     "Statistic": f"{result.statistic:.2f}", "p-value": result.p_value, "Test": result.method,
                      "verdict": verdict(first, second, result.only_first_correct, result.only_second_correct,
                                         result.p_value, alpha)})
     return pd.DataFrame(rows)
@@ -135,7 +141,7 @@ def crossval_summary(paths: ProjectPaths, model_names: Sequence[str]) -> pd.Data
     summaries = {name: load_json(paths.model_metrics("crossval", name)) for name in model_names}
     rows = {name: {"folds": summary["folds"], **{metric: f"{summary[f'{metric}_mean']:.2%} ± "
                                                          f"{summary[f'{metric}_std']:.2%}" for metric in HEADLINE_METRICS}}
-            for name, summary in summaries.items() if summary.get("enabled")}
+            for name, summary in summaries.items() if summary.get("folds")}
     if not rows:
         return "Cross-validation was not requested (`crossval.enabled: false` in params.yaml)."
     return pd.DataFrame(rows).T.rename_axis("model")
@@ -145,8 +151,8 @@ def data_counts(paths: ProjectPaths) -> dict[str, int]:
     """Images kept by cleaning and in each part of the split."""
     cleaning = load_json(paths.stage_metrics("preprocess"))
     split = load_json(paths.stage_metrics("split"))
-    return {"raw files": cleaning["input_files"], "dropped by cleaning": cleaning["dropped_images"],
-            **{part.replace("_", " "): count for part, count in split.items()}}
+    return {"raw files": f"{cleaning['input_files']:,}", "dropped by cleaning": f"{cleaning['dropped_images']:,}",
+            **{part.replace("_", " "): f"{count:,}" for part, count in split.items()}}
 
 
 def parameters_used(paths: ProjectPaths) -> str:

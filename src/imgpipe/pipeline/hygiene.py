@@ -34,7 +34,14 @@ def strip_notebook(notebook: dict[str, Any]) -> dict[str, Any]:
     return notebook
 
 
-def strip_before_save(model: dict[str, Any], **_: Any) -> None:
-    """Jupyter server ``pre_save_hook``: strip every notebook before it is written."""
+PUBLISHED = "reports/"      # the pipeline's executed notebooks: DVC outputs, not for editing
+
+
+def strip_before_save(model: dict[str, Any], path: str = "", **_: Any) -> None:
+    """Jupyter server ``pre_save_hook``: strip every notebook before it is written; refuse to overwrite
+    an executed notebook under ``reports/`` (a DVC output) and say where to save instead."""
+    if path.lstrip("/").startswith(PUBLISHED):
+        raise PermissionError(f"{path} is an executed notebook the pipeline published (a DVC output); it is "
+                              "not saved. Use File → Save Notebook As… under scratch/ to keep your changes.")
     if model.get("type") == "notebook" and isinstance(model.get("content"), dict):
         strip_notebook(model["content"])

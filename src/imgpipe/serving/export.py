@@ -9,6 +9,7 @@ TensorFlow Serving watches.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from imgpipe.artifacts.files import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
+PROFILE = Path("assets.extra") / "training_profile.json"    # beside the graph; TensorFlow Serving ignores it
 
 
 def _to_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
@@ -60,13 +62,41 @@ def export_model(model: keras.Model, class_names: tuple[str, ...], export_dir: P
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE, serving_function(model, class_names))
-    with atomic_path(target) as partial:
-        archive.write_out(str(partial), verbose=False)
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.WARNING)          # no "Assets written to <absolute path>" in the published page
+    try:
+        with atomic_path(target) as partial:
+            archive.write_out(str(partial), verbose=False)
+            (partial / PROFILE).parent.mkdir(parents=True, exist_ok=True)
+            (partial / PROFILE).write_text(json.dumps(training_profile(model, class_names), indent=2) + "\n")
+    finally:
+        tf_logger.setLevel(level)
     for stale in export_dir.iterdir():     # DVC keeps this output between runs: only the current version stays
         if stale.is_dir() and stale.name.isdigit() and stale != target:
             shutil.rmtree(stale)
     LOGGER.info("exported %s", target)
     return target
+
+
+def training_profile(model: keras.Model, class_names: tuple[str, ...]) -> dict[str, object]:
+    """What the model saw in training: input size, channels and the per-channel pixel mean and std
+    of the training split (read from the model's own normalization layer)."""
+    height, width, channels = model.input_shape[1:]
+    profile: dict[str, object] = {"height": height, "width": width, "channels": channels,
+                                  "class_names": list(class_names)}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Normalization):
+            profile["pixel_mean"] = np.ravel(keras.ops.convert_to_numpy(layer.mean)).round(3).tolist()
+            profile["pixel_std"] = np.ravel(np.sqrt(keras.ops.convert_to_numpy(layer.variance))).round(3).tolist()
+            break
+    return profile
+
+
+def load_training_profile(version_dir: Path) -> dict[str, object] | None:
+    """The training profile saved with an export, or None for an export made without one."""
+    path = version_dir / PROFILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def latest_version(export_dir: Path) -> Path:
@@ -96,10 +126,9 @@ class ExportMismatch(AssertionError):
 
 def reproduction_check(exported: np.ndarray, evaluated: np.ndarray, tolerance: float) -> dict[str, float | int]:
     """Compare the exported model's test probabilities with evaluate's; raise ExportMismatch beyond ``tolerance``."""
-    check = {"test images": len(evaluated),
-             "largest probability difference": float(np.abs(exported - evaluated).max()),
-             "labels that differ": int((exported.argmax(1) != evaluated.argmax(1)).sum()),
-             "tolerance": tolerance}
-    if check["largest probability difference"] > tolerance or check["labels that differ"]:
-        raise ExportMismatch(f"the exported model does not reproduce the evaluate stage: {check}")
+    check = {"largest_probability_difference": float(np.abs(exported - evaluated).max()),
+             "labels_that_differ": int((exported.argmax(1) != evaluated.argmax(1)).sum())}
+    if check["largest_probability_difference"] > tolerance or check["labels_that_differ"]:
+        raise ExportMismatch(f"the exported model does not reproduce the evaluate stage on {len(evaluated):,} "
+                             f"test images within tolerance {tolerance:g}: {check}")
     return check

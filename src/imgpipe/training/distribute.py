@@ -91,6 +91,13 @@ def output_paths(paths: ProjectPaths, strategy: tf.distribute.Strategy) -> Proje
     return ProjectPaths(folder)
 
 
+def outputs_label(out: ProjectPaths, paths: ProjectPaths) -> str:
+    """Where this worker's outputs go, in words for the notebook (no machine-specific path for the chief)."""
+    if out.root != paths.root:
+        return f"a temporary folder ({out.root.name}; only the chief's outputs are kept)"
+    return "scratch/ (a notebook run by hand)" if paths.scratch is not None else "the project's folders"
+
+
 def checkpoint_dir(paths: ProjectPaths, model_name: str, strategy: tf.distribute.Strategy) -> Path:
     """Where this worker backs up its training state each epoch (each worker its own folder)."""
     index = worker_index(strategy)
