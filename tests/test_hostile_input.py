@@ -26,6 +26,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from imgpipe.config.schema import PreprocessParams
 from imgpipe.artifacts.files import remove_leftovers
 from imgpipe.data import synthetic
 from imgpipe.data.decode import DecodeSettings, DecodeWorkerDied, check_memory, decode_files
@@ -228,8 +229,9 @@ def test_the_manifest_itself_outside_data_raw_and_its_encodings(tmp_path: Path) 
 
 
 def test_a_missing_idx_folder_is_named_as_such(tmp_path: Path) -> None:
-    params = {"source": "idx", "path": "data/raw/nowhere", "class_names": [], "image_size": [0, 0], "channels": 0,
-              "resize": "stretch", "min_side": 8, "max_pixels": 1000, "workers": 1}
+    params = PreprocessParams(source="idx", path="data/raw/nowhere", class_names=[], image_size=[0, 0], channels=0,
+                              resize="stretch", min_side=8, max_pixels=1000, min_images_per_class=1, blank_max_std=0.0,
+                              drop_exact_duplicates=True, drop_conflicting_duplicates=True, workers=1)
     with pytest.raises(DataError, match="data/raw/nowhere: folder missing"):
         load_raw(params, tmp_path, tmp_path / "decoded.npy")
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from imgpipe import MODEL_NAMES
+from imgpipe.models.registry import family_names
 from tests.helpers import run
 
 pytestmark = pytest.mark.pipeline
@@ -40,7 +40,7 @@ def test_the_summary_lists_every_stage_in_pipeline_order(repo: Path) -> None:
     names = [line.split()[0] for line in table[2:-2]]
     expected_first = ["preprocess", "split"]
     assert names[:2] == expected_first and names[-1] == "report"
-    assert {f"{stage}@{model}" for stage in ("train", "evaluate", "crossval", "export") for model in MODEL_NAMES} \
+    assert {f"{stage}@{model}" for stage in ("train", "evaluate", "crossval", "export") for model in family_names()} \
         <= set(names)
     assert any("test accuracy" in line for line in table)
 
