@@ -113,8 +113,8 @@ def record_skipped(paths: ProjectPaths, stage: str, model_name: str, reason: str
     name = executed_name(stage, model_name)
     page = paths.reports / f"{name}.html"
     page.parent.mkdir(parents=True, exist_ok=True)
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {stage} {model_name}: skipped\n\n"
-                                                                            f"{reason}")])
+    cell = nbformat.v4.new_markdown_cell(f"# {stage} {model_name}: skipped\n\n{reason}", id="skipped")  # fixed id:
+    notebook = nbformat.v4.new_notebook(cells=[cell])                   # the page is byte-identical on every run
     _export(notebook, page, hide_code=True, title=page_title(stage, model_name))
     LOGGER.debug("stage %s skipped: %s", name, reason)
 
