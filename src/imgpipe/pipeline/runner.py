@@ -196,8 +196,8 @@ def record_skipped(paths: ProjectPaths, entry: Stage, model_name: str, reason: s
 
     The metrics file is empty: a skipped stage has no figures for ``dvc metrics show``."""
     save_json({}, paths.model_metrics(entry.name, model_name))
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-        f"# {entry.title} of {model_name}: skipped\n\n{reason}")])
+    cell = nbformat.v4.new_markdown_cell(f"# {entry.title} of {model_name}: skipped\n\n{reason}", id="skipped")
+    notebook = nbformat.v4.new_notebook(cells=[cell])      # a fixed cell id: the page is the same bytes on every run
     _export(notebook, paths.reports / entry.html_name(model_name), hide_code=True, title=page_title(entry, model_name))
     LOGGER.debug("stage %s skipped: %s", entry.page(model_name), reason)
 
