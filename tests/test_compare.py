@@ -62,19 +62,21 @@ def independent_verdict(committed: str, rerun: Path, model: str, alpha: float) -
 
 def test_a_rerun_on_the_same_machine_is_identical(runs: Path) -> None:
     run(["dvc", "repro", "-f", "-s", "train@cnn", "evaluate@cnn"], runs)
-    done = run(["imgpipe", "compare", "HEAD", "workspace", "--expect", "identical", "--html", "compare.html"], runs)
-    print(done.stdout)
-    assert max(len(line) for line in done.stdout.splitlines()) <= 100
-    result = compare_json(runs)
-    assert {m["model"]: m["verdict"] for m in result["models"]} == {"cnn": "identical", "rnn": "identical",
-                                                                   "attention": "identical"}
-    cnn = next(m for m in result["models"] if m["model"] == "cnn")
-    assert cnn["fingerprint_differences"] == [] and cnn["same_probabilities"] is True
-    assert result["data_match"] and result["params"] == []
-    page = (runs / "compare.html").read_text()
-    assert "identical" in page and "same fingerprint" in page
-    (runs / "compare.html").unlink()
-    restore_committed(runs)
+    try:
+        done = run(["imgpipe", "compare", "HEAD", "workspace", "--expect", "identical", "--html", "compare.html"], runs)
+        print(done.stdout)
+        assert max(len(line) for line in done.stdout.splitlines()) <= 100
+        result = compare_json(runs)
+        assert {m["model"]: m["verdict"] for m in result["models"]} == {"cnn": "identical", "rnn": "identical",
+                                                                       "attention": "identical"}
+        cnn = next(m for m in result["models"] if m["model"] == "cnn")
+        assert cnn["fingerprint_differences"] == [] and cnn["same_probabilities"] is True
+        assert result["data_match"] and result["params"] == []
+        page = (runs / "compare.html").read_text()
+        assert "identical" in page and "same fingerprint" in page
+        (runs / "compare.html").unlink()
+    finally:
+        restore_committed(runs)
 
 
 def test_a_rerun_with_onednn_off_names_the_fingerprint_and_judges_the_predictions(runs: Path) -> None:
@@ -84,41 +86,45 @@ def test_a_rerun_with_onednn_off_names_the_fingerprint_and_judges_the_prediction
         run(["dvc", "repro", "-f", "-s", "train@cnn", "evaluate@cnn"], runs)
     finally:
         del os.environ["TF_ENABLE_ONEDNN_OPTS"]
-    done = run(["imgpipe", "compare"], runs, check=False)
-    print(done.stdout)
-    result = compare_json(runs, "HEAD", "workspace")
-    cnn = next(m for m in result["models"] if m["model"] == "cnn")
-    assert "onednn_opts (train, evaluate)" in cnn["fingerprint_differences"]
-    assert cnn["verdict"] == independent_verdict(committed, runs / "evaluation/cnn/predictions.csv", "cnn", 0.05)
-    assert result["fingerprints"]["second"]["onednn_opts"] is False
-    assert done.returncode == (1 if cnn["verdict"] == "different" else 0)
-    restore_committed(runs)
+    try:
+        done = run(["imgpipe", "compare"], runs, check=False)
+        print(done.stdout)
+        result = compare_json(runs, "HEAD", "workspace")
+        cnn = next(m for m in result["models"] if m["model"] == "cnn")
+        assert "onednn_opts (train, evaluate)" in cnn["fingerprint_differences"]
+        assert cnn["verdict"] == independent_verdict(committed, runs / "evaluation/cnn/predictions.csv", "cnn", 0.05)
+        assert result["fingerprints"]["model"] == "cnn" and result["fingerprints"]["second"]["onednn_opts"] is False
+        assert done.returncode == (1 if cnn["verdict"] == "different" else 0)
+    finally:
+        restore_committed(runs)
 
 
 def test_an_experiment_that_trains_less_gets_its_verdict_and_a_row(runs: Path) -> None:
     run(["dvc", "exp", "run", "-S", "train.cnn.epochs=1", "-n", "one-epoch"], runs)
-    done = run(["imgpipe", "compare", "HEAD", "one-epoch"], runs, check=False)
-    print(done.stdout)
-    result = compare_json(runs, "HEAD", "one-epoch")
-    verdicts = {m["model"]: m["verdict"] for m in result["models"]}
-    assert verdicts["rnn"] == verdicts["attention"] == "identical"          # not retrained
-    committed = run(["git", "show", "HEAD:evaluation/cnn/predictions.csv"], runs).stdout
-    assert verdicts["cnn"] == independent_verdict(committed, runs / "evaluation/cnn/predictions.csv", "cnn", 0.05)
-    assert verdicts["cnn"] != "identical"
-    assert [(p["key"], p["first"], p["second"]) for p in result["params"]] == [("train.cnn.epochs", 3, 1)]
-    assert result["data_match"]
-    listed = run(["imgpipe", "experiments"], runs).stdout
-    print(listed)
-    assert max(len(line) for line in listed.splitlines()) <= 100
-    row = next(line for line in listed.splitlines() if line.startswith("one-epoch"))
-    assert "train.cnn.epochs=1" in row and verdicts["cnn"] in row
-    rows = json.loads(run(["imgpipe", "experiments", "--json"], runs).stdout)
-    assert [r["name"] for r in rows] == ["baseline", "one-epoch"]
-    assert rows[1]["verdicts"] == verdicts
-    page = (runs / "reports/index.html").read_text()          # the experiment's report knows its baseline
-    assert "Compared with the committed run" in page and "workspace differs from" in page
-    assert "train.cnn.epochs" in page
-    restore_committed(runs)
+    try:
+        done = run(["imgpipe", "compare", "HEAD", "one-epoch"], runs, check=False)
+        print(done.stdout)
+        result = compare_json(runs, "HEAD", "one-epoch")
+        verdicts = {m["model"]: m["verdict"] for m in result["models"]}
+        assert verdicts["rnn"] == verdicts["attention"] == "identical"          # not retrained
+        committed = run(["git", "show", "HEAD:evaluation/cnn/predictions.csv"], runs).stdout
+        assert verdicts["cnn"] == independent_verdict(committed, runs / "evaluation/cnn/predictions.csv", "cnn", 0.05)
+        assert verdicts["cnn"] != "identical"
+        assert [(p["key"], p["first"], p["second"]) for p in result["params"]] == [("train.cnn.epochs", 3, 1)]
+        assert result["data_match"]
+        listed = run(["imgpipe", "experiments"], runs).stdout
+        print(listed)
+        assert max(len(line) for line in listed.splitlines()) <= 100
+        row = next(line for line in listed.splitlines() if line.startswith("one-epoch"))
+        assert "train.cnn.epochs=1" in row and verdicts["cnn"] in row
+        rows = json.loads(run(["imgpipe", "experiments", "--json"], runs).stdout)
+        assert [r["name"] for r in rows] == ["baseline", "one-epoch"]
+        assert rows[1]["verdicts"] == verdicts
+        page = (runs / "reports/index.html").read_text()          # the experiment's report knows its baseline
+        assert "Compared with the committed run" in page and "workspace differs from" in page
+        assert "train.cnn.epochs" in page
+    finally:
+        restore_committed(runs)
 
 
 def test_a_tampered_predictions_file_is_a_clear_error(runs: Path) -> None:

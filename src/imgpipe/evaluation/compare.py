@@ -76,6 +76,7 @@ class Comparison:
     data: dict[str, tuple[str | None, str | None]]
     fingerprints: tuple[dict[str, Any] | None, dict[str, Any] | None]
     missing: list[str] = field(default_factory=list)
+    fingerprint_model: str = ""
 
     @property
     def data_match(self) -> bool:
@@ -92,7 +93,8 @@ class Comparison:
         payload["params"] = [{"key": key, "first": a, "second": b} for key, a, b in self.params]
         payload["data"] = {name: {"first": a, "second": b, "same": a == b and a is not None}
                            for name, (a, b) in self.data.items()}
-        payload["fingerprints"] = {"first": self.fingerprints[0], "second": self.fingerprints[1]}
+        payload["fingerprints"] = {"model": self.fingerprint_model, "first": self.fingerprints[0],
+                                   "second": self.fingerprints[1]}
         payload["data_match"] = self.data_match
         payload["worst_verdict"] = self.worst()
         return _finite(payload)
@@ -307,9 +309,9 @@ def compare(first: Side, second: Side, models: list[str] | None = None) -> Compa
         result.same_probabilities = _same_probabilities(first, second, name)
         result.fingerprint_differences = fingerprint_differences(first, second, name)
         results.append(result)
-    shown = wanted[0] if wanted else ""
+    shown = next((r.model for r in results if r.fingerprint_differences), results[0].model if results else "")
     return Comparison(_describe(first), _describe(second), options, results, params_differences(first, second), data,
-                      (_fingerprint(first, "train", shown), _fingerprint(second, "train", shown)), missing)
+                      (_fingerprint(first, "train", shown), _fingerprint(second, "train", shown)), missing, shown)
 
 
 def worse_than(found: str, expected: str) -> bool:

@@ -84,8 +84,8 @@ def render_text(comparison: Comparison) -> str:
     lines += [short(f"  {key}: {short(a, 30)} → {short(b, 30)}", WIDTH) for key, a, b in c.params]
     rows = fingerprint_rows(c)
     if rows:
-        lines += ["", "Machine fingerprints (train stage, first model; ≠: can change the numbers; isa: flags "
-                      "only one side has)"]
+        lines += ["", f"Machine fingerprints (train stage of {c.fingerprint_model}; ≠: can change the numbers; isa: "
+                      "the flags only one side has)"]
         lines += ["  " + line for line in _table(["field", "A", "B", ""], rows)]
     return "\n".join(wrapped for line in lines
                      for wrapped in (textwrap.wrap(line, WIDTH, subsequent_indent="  ") if len(line) > WIDTH else [line]))
