@@ -271,9 +271,9 @@ def trust_host_key(home: Path, port: int, public_key: Path) -> None:
     (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {public_key.read_text().strip()}\n")
 
 
-def add_ssh_remote(project: Path, ssh_server: SshServer) -> None:
+def add_ssh_remote(project: Path, ssh_server: SshServer, folder: str = "") -> None:
     run(["dvc", "remote", "add", "-d", "storage",
-         f"ssh://{ssh_server.user}@127.0.0.1{ssh_server.storage}"], project)
+         f"ssh://{ssh_server.user}@127.0.0.1{ssh_server.storage / folder}"], project)
     run(["dvc", "remote", "modify", "storage", "port", str(ssh_server.port)], project)
     run(["dvc", "remote", "modify", "storage", "verify", "true"], project)
     run(["dvc", "remote", "modify", "--local", "storage", "keyfile", str(ssh_server.keyfile)], project)
@@ -301,11 +301,11 @@ def test_the_ssh_remote_refuses_a_server_whose_host_key_is_not_known(repo: Path,
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     trust_host_key(known_host, ssh_server.port, tmp_path / "other.pub")   # the server now shows another key
     project = project_copy(repo, tmp_path / "project")
-    add_ssh_remote(project, ssh_server)
+    add_ssh_remote(project, ssh_server, "untrusted")
     pushed = run(["dvc", "push", "models/cnn.keras"], project, check=False)
     assert pushed.returncode != 0
     assert "Host key is not trusted for host 127.0.0.1" in pushed.stdout + pushed.stderr, pushed.stderr[-3000:]
-    assert not [file for file in ssh_server.storage.rglob("*") if file.is_file()], "data went to an untrusted host"
+    assert not (ssh_server.storage / "untrusted").exists(), "data went to a host whose key is not trusted"
 
 
 def test_the_ssh_remote_neither_skips_host_keys_nor_forwards_the_agent() -> None:
@@ -319,10 +319,10 @@ def test_the_ssh_remote_neither_skips_host_keys_nor_forwards_the_agent() -> None
 def test_a_tampered_object_fails_the_pull_naming_the_file(repo: Path, ssh_server: SshServer, known_host: Path,
                                                           tmp_path: Path) -> None:
     project = project_copy(repo, tmp_path / "project")
-    add_ssh_remote(project, ssh_server)
+    add_ssh_remote(project, ssh_server, "tampered")
     md5 = cached_outputs(project)["models/cnn.keras"]
     run(["dvc", "push", "models/cnn.keras"], project)
-    stored = ssh_server.storage / "files" / "md5" / md5[:2] / md5[2:]
+    stored = ssh_server.storage / "tampered" / "files" / "md5" / md5[:2] / md5[2:]
     stored.write_text("TAMPERED by the server")
     shutil.rmtree(project / ".dvc" / "cache")
     (project / "models" / "cnn.keras").unlink()
