@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--images", type=int, default=12800, help="training images per measurement")
     bench.add_argument("--warmup-images", type=int, default=1280, help="images trained before timing starts")
     bench.add_argument("--output", default="bench/training.json", help="where the JSON results go")
+    bench.add_argument("--race-images", type=int, default=0,
+                       help="time to accuracy: training images of the split stage to use (0 = all)")
+    bench.add_argument("--race-val-images", type=int, default=0, help="time to accuracy: validation images (0 = all)")
+    bench.add_argument("--race-output", default="bench/time_to_accuracy.json",
+                       help="where the time-to-accuracy JSON goes")
+    bench.add_argument("--no-race", action="store_true", help="measure speed only, not time to accuracy")
     prep = commands.add_parser("bench-preprocess", help="decoding speed and peak memory on generated JPEGs")
     prep.add_argument("--images", type=int, default=20000, help="JPEGs to generate and preprocess")
     prep.add_argument("--image-size", type=int, default=64, help="side of the square images they are brought to")
@@ -71,6 +77,14 @@ def _bench(images: int, warmup_images: int, output: str) -> None:
     paths = project_paths()
     table = write_benchmark(run_benchmark(paths, images, warmup_images), paths.root / output)
     sys.stdout.write(table + "\n")
+
+
+def _race(images: int, val_images: int, output: str) -> None:
+    from imgpipe.bench import time_to_accuracy
+
+    paths = project_paths()
+    benchmark = time_to_accuracy.run_benchmark(paths, images, val_images)
+    sys.stdout.write("\n" + time_to_accuracy.write_benchmark(benchmark, paths.root / output) + "\n")
 
 
 def _bench_preprocess(images: int, image_size: int, workers: list[int], output: str) -> None:
@@ -131,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args.keep)
         elif args.command == "bench":
             _bench(args.images, args.warmup_images, args.output)
+            if not args.no_race:
+                _race(args.race_images, args.race_val_images, args.race_output)
         elif args.command == "bench-preprocess":
             _bench_preprocess(args.images, args.image_size, args.workers, args.output)
         elif args.command == "bench-streaming":

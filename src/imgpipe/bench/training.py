@@ -32,7 +32,7 @@ from keras import layers
 from imgpipe import MODEL_NAMES
 from imgpipe.training import batches
 from imgpipe.models import builders as models
-from imgpipe.training import train
+from imgpipe.training import precision, train
 from imgpipe.pipeline.config import load_params
 from imgpipe.artifacts.files import save_json
 from imgpipe.artifacts.paths import ProjectPaths
@@ -163,11 +163,11 @@ def pipeline_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: d
     measured = batches.EpochBatches(x, y, num_classes, settings["batch_size"], seed, settings["augment"])
     optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
                                      settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"],
-                                     measured.steps)
+                                     measured.steps, settings.get("ema_momentum", 0.0))
     train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
-    model.fit(warmup.from_epoch(0), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
+    model.fit(warmup.from_epoch(0, 1), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
     return _images_per_second(
-        lambda timer: model.fit(measured.from_epoch(0), epochs=1, steps_per_epoch=measured.steps, verbose=0,
+        lambda timer: model.fit(measured.from_epoch(0, 1), epochs=1, steps_per_epoch=measured.steps, verbose=0,
                                 callbacks=timer), len(y))
 
 
@@ -184,10 +184,15 @@ def _measure_all(params: dict[str, Any], x: np.ndarray, y: np.ndarray, warmup_im
     for model_name in MODEL_NAMES:
         settings = params["train"][model_name]
         keras.utils.set_random_seed(params["train"]["seed"])
-        model = _build(model_name, x, int(y.max()) + 1, settings)
         if way == "pipeline":
-            speeds[model_name] = pipeline_speed(model, x, y, settings, params["train"]["seed"], warmup_images)
+            precision.set_precision(settings.get("precision", "float32"))    # as the train stage sets it
+            try:
+                model = _build(model_name, x, int(y.max()) + 1, settings)
+                speeds[model_name] = pipeline_speed(model, x, y, settings, params["train"]["seed"], warmup_images)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
         else:
+            model = _build(model_name, x, int(y.max()) + 1, settings)
             speeds[model_name] = naive_speed(model, x, y, warmup_images, "auto" if way == "naive" else False)
         LOGGER.info("%s %s: %.0f images/s", model_name, way, speeds[model_name])
     return speeds

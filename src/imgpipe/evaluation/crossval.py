@@ -46,7 +46,7 @@ def train_and_score(model_name: str, settings: dict[str, Any], x_fit: np.ndarray
     held_data = batches.make_dataset(x_held, y_held, num_classes, settings["batch_size"], seed, training=False)
     optimizer = train.make_optimizer(settings["optimizer"], settings["learning_rate"], settings["momentum"],
                                      settings["lr_schedule"], settings["warmup_epochs"], settings["epochs"],
-                                     fit_data.steps)
+                                     fit_data.steps, settings.get("ema_momentum", 0.0))
     train.compile_model(model, optimizer, settings["label_smoothing"], settings["jit_compile"])
     train.fit(model, fit_data, held_data, settings["epochs"], len(y_fit), 0, [])
     predicted = evaluate.predict_probabilities(model, x_held, settings["batch_size"]).argmax(axis=1)

@@ -87,6 +87,7 @@ class CnnArchitecture(_Strict):
     filters: list[int] = Field(min_length=1)
     convs_per_block: int = Field(ge=1, le=4)
     dense_units: int = Field(gt=0)
+    residual: bool = Field(default=False, description="a shortcut around each block's convolutions after its first")
 
 
 class RnnArchitecture(_Strict):
@@ -131,6 +132,10 @@ class ModelTrainParams(_Strict):
     label_smoothing: float = Field(ge=0.0, lt=1.0)
     early_stopping_patience: int = Field(ge=0, description="0 turns early stopping off")
     jit_compile: bool
+    precision: Literal["float32", "mixed_bfloat16", "auto"] = Field(
+        default="float32", description="auto: bfloat16 compute where the CPU has AMX-BF16, float16 on a GPU")
+    ema_momentum: float = Field(default=0.0, ge=0.0, lt=1.0,
+                                description="exponential moving average of the weights, used after fit; 0 = off")
     augment: AugmentParams
 
 
@@ -170,6 +175,9 @@ class CrossvalParams(_Strict):
     epochs: int = Field(ge=0, description="epochs per fold; 0 uses each model's own train epochs")
 
 
+TtaMode = Literal["none", "mirror", "mirror_translate"]
+
+
 class EvaluateParams(_Strict):
     """Test-set evaluation, its uncertainty and the figures it draws."""
 
@@ -180,6 +188,8 @@ class EvaluateParams(_Strict):
     seed: int = Field(ge=0)
     explain_per_class: int = Field(ge=1, le=10, description="test images per class in the interpretability figures")
     mistakes_shown: int = Field(ge=1, le=64)
+    test_time_augmentation: dict[Literal["cnn", "rnn", "attention"], TtaMode] = Field(
+        default_factory=dict, description="per model: the views whose probabilities are averaged; missing = none")
 
 
 class ExportParams(_Strict):
@@ -264,10 +274,11 @@ def stage_parameters(params: Params, stage: str, model_name: str | None = None) 
                 "folds": params.crossval.folds, "seed": params.crossval.seed,
                 "settings": getattr(params.train, model_name).model_dump()
                 | ({"epochs": params.crossval.epochs} if params.crossval.epochs else {})}
+    tta = {"test_time_augmentation": params.evaluate.test_time_augmentation.get(model_name, "none")}
     if stage == "evaluate":
-        return {"model_name": model_name, **params.evaluate.model_dump()}
+        return {"model_name": model_name, **params.evaluate.model_dump(exclude={"test_time_augmentation"}), **tta}
     if stage == "export":
-        return {"model_name": model_name, **params.export.model_dump()}
+        return {"model_name": model_name, **params.export.model_dump(), **tta}
     if stage == "report":
         return {"model_names": list(MODEL_NAMES), **params.report.model_dump()}
     section = getattr(params, stage, None)

@@ -50,8 +50,12 @@ def use_mixed_precision_on_gpu() -> str:
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float, schedule: str, warmup_epochs: int,
-                   epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam or SGD (with momentum), with a constant or warm-up + cosine-decay learning rate."""
+                   epochs: int, steps_per_epoch: int, ema_momentum: float = 0.0) -> keras.optimizers.Optimizer:
+    """Adam or SGD (with momentum), with a constant or warm-up + cosine-decay learning rate.
+
+    ``ema_momentum`` > 0 keeps an exponential moving average of the weights, which replaces them when
+    ``fit`` ends (validation during training sees the raw weights).
+    """
     rate: float | keras.optimizers.schedules.LearningRateSchedule = learning_rate
     if schedule == "cosine":
         warmup_steps = warmup_epochs * steps_per_epoch
@@ -59,10 +63,11 @@ def make_optimizer(name: str, learning_rate: float, momentum: float, schedule: s
             initial_learning_rate=learning_rate / 10 if warmup_steps else learning_rate,
             decay_steps=max(1, (epochs - warmup_epochs) * steps_per_epoch),
             warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum > 0 else {}
     if name == "adam":
-        return keras.optimizers.Adam(rate)
+        return keras.optimizers.Adam(rate, **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=momentum > 0)
+        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=momentum > 0, **ema)
     raise ValueError(f"unknown optimizer {name!r}; expected adam or sgd.")
 
 
@@ -90,7 +95,7 @@ def fit(model: keras.Model, train: SeededBatches | tf.data.Dataset, val: tf.data
             backup = TrainingBackup(backup_dir, training_fingerprint(model, train, epochs))
             first_epoch = backup.restore(model)
             _replay(callbacks, model, backup.epoch_logs)
-        train = train.from_epoch(first_epoch)
+        train = train.from_epoch(first_epoch, epochs)
     if first_epoch:
         LOGGER.info("resuming at epoch %d of %d from the backup in %s", first_epoch + 1, epochs, backup_dir)
     if patience:
