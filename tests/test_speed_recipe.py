@@ -1,5 +1,5 @@
-"""Precision choice, test-time augmentation (in Keras, saved and exported), the residual CNN, weight EMA, the
-finite training dataset, and the time-to-accuracy race on a few real images."""
+"""Precision choice, test-time augmentation (in Keras, saved and exported), weight EMA, the finite training
+dataset, and the time-to-accuracy race on a few real images."""
 
 from __future__ import annotations
 
@@ -51,10 +51,10 @@ def test_views_mirror_and_shift_with_zero_fill() -> None:
         tta.views("flip")
 
 
-def _small_cnn(residual: bool = False) -> keras.Model:
+def _small_cnn() -> keras.Model:
     keras.utils.set_random_seed(3)
     return models.build_cnn((12, 12, 1), 3, [100.0], [50.0], filters=[4, 8], convs_per_block=2, dense_units=8,
-                            dropout=0.0, l2=0.0, residual=residual)
+                            dropout=0.0, l2=0.0)
 
 
 def test_tta_model_averages_the_views_and_survives_saving_and_export(tmp_path: Path) -> None:
@@ -74,14 +74,6 @@ def test_tta_model_averages_the_views_and_survives_saving_and_export(tmp_path: P
     served = export.predict_probabilities(
         export.load_serving(export.export_model(six, ("a", "b", "c"), tmp_path / "exported", 1)), images)
     np.testing.assert_allclose(served, probabilities, atol=1e-5)
-
-
-def test_residual_cnn_adds_a_shortcut_around_the_later_convolutions() -> None:
-    plain, residual = _small_cnn(), _small_cnn(residual=True)
-    assert [layer.name for layer in residual.layers if isinstance(layer, keras.layers.Add)] == [
-        "block0_shortcut", "block1_shortcut"]
-    assert not any(isinstance(layer, keras.layers.Add) for layer in plain.layers)
-    assert plain.count_params() == residual.count_params()
 
 
 def test_ema_weights_replace_the_trained_ones_when_fit_ends() -> None:

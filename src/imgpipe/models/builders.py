@@ -41,25 +41,17 @@ def _regularizer(l2: float) -> keras.regularizers.Regularizer | None:
 
 def build_cnn(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float], std: Sequence[float],
               filters: Sequence[int], convs_per_block: int, dense_units: int, dropout: float,
-              l2: float, residual: bool = False) -> keras.Model:
-    """Blocks of 3×3 conv-BN-ReLU then 2×2 max-pool, flattened into dense-ReLU, dropout and softmax.
-
-    With ``residual``, a block's convolutions after its first one form a branch whose output is added
-    to the first one's (a shortcut around them, as in ResNet).
-    """
+              l2: float) -> keras.Model:
+    """Blocks of 3×3 conv-BN-ReLU then 2×2 max-pool, flattened into dense-ReLU, dropout and softmax."""
     inputs = keras.Input(input_shape, name="image")
     x = normalizer(mean, std)(inputs)
     for block, width in enumerate(filters):
-        # Block: convolutions at one resolution (the later ones around a shortcut if residual), then halve it.
-        shortcut = None
+        # Block: convolutions at one resolution, then halve it.
         for conv in range(convs_per_block):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=_regularizer(l2),
                               name=f"block{block}_conv{conv}")(x)
             x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
             x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
-            shortcut = x if conv == 0 and residual else shortcut
-        if shortcut is not None and convs_per_block > 1:
-            x = layers.Add(name=f"block{block}_shortcut")([shortcut, x])
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
     # Head: flatten → dense → dropout → softmax.
     x = layers.Flatten(name="flatten")(x)

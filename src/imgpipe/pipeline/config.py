@@ -87,7 +87,6 @@ class CnnArchitecture(_Strict):
     filters: list[int] = Field(min_length=1)
     convs_per_block: int = Field(ge=1, le=4)
     dense_units: int = Field(gt=0)
-    residual: bool = Field(default=False, description="a shortcut around each block's convolutions after its first")
 
 
 class RnnArchitecture(_Strict):
