@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--images", type=int, default=12800, help="training images per measurement")
     bench.add_argument("--warmup-images", type=int, default=1280, help="images trained before timing starts")
     bench.add_argument("--output", default="bench/training.json", help="where the JSON results go")
+    bench.add_argument("--race-images", type=int, default=0,
+                       help="time to accuracy: training images of the split stage to use (0 = all)")
+    bench.add_argument("--race-val-images", type=int, default=0, help="time to accuracy: validation images (0 = all)")
+    bench.add_argument("--race-output", default="bench/time_to_accuracy.json",
+                       help="where the time-to-accuracy JSON goes")
+    bench.add_argument("--no-race", action="store_true", help="measure speed only, not time to accuracy")
     prep = commands.add_parser("bench-preprocess", help="decoding speed and peak memory on generated JPEGs")
     prep.add_argument("--images", type=int, default=20000, help="JPEGs to generate and preprocess")
     prep.add_argument("--image-size", type=int, default=64, help="side of the square images they are brought to")
@@ -221,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             _experiments(args.json)
         elif args.command == "bench":
             _bench("training", args.output, project_paths(), args.images, args.warmup_images)
+            if not args.no_race:
+                _bench("time_to_accuracy", args.race_output, project_paths(), args.race_images, args.race_val_images)
         elif args.command == "bench-preprocess":
             _bench("preprocess", args.output, args.images, args.image_size, args.workers)
         elif args.command == "bench-streaming":

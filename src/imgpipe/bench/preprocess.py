@@ -96,4 +96,4 @@ def markdown_table(benchmark: dict[str, Any]) -> str:
 
 
 
-__all__ = ["generate_jpegs", "markdown_table", "measure", "run_benchmark", "write_benchmark"]
+__all__ = ["generate_jpegs", "markdown_table", "measure", "run_benchmark"]

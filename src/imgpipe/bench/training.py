@@ -34,7 +34,7 @@ from imgpipe.config.schema import ModelTrainParams, load_params
 from imgpipe.data.preprocess import read_idx_images
 from imgpipe.models.builders import build_model
 from imgpipe.models.registry import family_names
-from imgpipe.training import batches, train
+from imgpipe.training import batches, precision, train
 from imgpipe.training.recipe import compiled_model
 
 LOGGER = logging.getLogger(__name__)
@@ -163,9 +163,9 @@ def pipeline_speed(model_name: str, x: np.ndarray, y: np.ndarray, settings: Mode
     measured = batches.EpochBatches(x, y, num_classes, settings.batch_size, seed, augment)
     mean, std = batches.channel_statistics(x)
     model = compiled_model(model_name, settings, x.shape[1:], num_classes, mean, std, measured.steps)
-    model.fit(warmup.from_epoch(0), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
+    model.fit(warmup.from_epoch(0, 1), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
     return _images_per_second(
-        lambda timer: model.fit(measured.from_epoch(0), epochs=1, steps_per_epoch=measured.steps, verbose=0,
+        lambda timer: model.fit(measured.from_epoch(0, 1), epochs=1, steps_per_epoch=measured.steps, verbose=0,
                                 callbacks=timer), len(y))
 
 
@@ -182,7 +182,11 @@ def _measure_all(params: Any, x: np.ndarray, y: np.ndarray, warmup_images: int, 
         settings = getattr(params.train, model_name)
         keras.utils.set_random_seed(params.train.seed)
         if way == "pipeline":
-            speeds[model_name] = pipeline_speed(model_name, x, y, settings, params.train.seed, warmup_images)
+            precision.set_precision(settings.precision)                 # as the train stage sets it
+            try:
+                speeds[model_name] = pipeline_speed(model_name, x, y, settings, params.train.seed, warmup_images)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
         else:
             model = _build(model_name, x, int(y.max()) + 1, settings)
             speeds[model_name] = naive_speed(model, x, y, warmup_images, "auto" if way == "naive" else False)

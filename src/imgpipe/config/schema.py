@@ -100,6 +100,10 @@ class ModelTrainParams(_Strict):
     label_smoothing: float = Field(ge=0.0, lt=1.0)
     early_stopping_patience: int = Field(ge=0, description="0 turns early stopping off")
     jit_compile: bool
+    precision: Literal["float32", "mixed_bfloat16", "auto"] = Field(
+        default="float32", description="auto: bfloat16 compute where the CPU has AMX-BF16, float16 on a GPU")
+    ema_momentum: float = Field(default=0.0, ge=0.0, lt=1.0,
+                                description="exponential moving average of the weights, used after fit; 0 = off")
     augment: AugmentParams
     architecture: SerializeAsAny[StrictSchema]
 
@@ -181,6 +185,9 @@ class CrossvalStageParams(_Strict):
         return self.train.model_copy(update={"model": self.train.model.model_copy(update={"epochs": self.epochs})})
 
 
+TtaMode = Literal["none", "mirror", "mirror_translate"]
+
+
 class EvaluateParams(_Strict):
     """Test-set evaluation, its uncertainty and the figures it draws."""
 
@@ -191,6 +198,8 @@ class EvaluateParams(_Strict):
     seed: int = Field(ge=0)
     explain_per_class: int = Field(ge=1, le=10, description="test images per class in the interpretability figures")
     mistakes_shown: int = Field(ge=1, le=64)
+    test_time_augmentation: dict[Literal[family_names()], TtaMode] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="per model: the views whose probabilities are averaged; missing = none")
 
 
 class ExportParams(_Strict):
@@ -206,15 +215,23 @@ class ReportParams(_Strict):
 
 
 class EvaluateStageParams(EvaluateParams):
-    """What one evaluate stage reads: the evaluate section, for one model."""
+    """What one evaluate stage reads: the evaluate section, for one model (its own test-time augmentation)."""
 
     model_name: Literal[family_names()]  # type: ignore[valid-type]
+    test_time_augmentation: TtaMode = "none"  # type: ignore[assignment]
+
+    @classmethod
+    def select(cls, evaluate: EvaluateParams, model_name: str) -> "EvaluateStageParams":
+        """The evaluate section with ``model_name``'s test-time augmentation."""
+        return cls(**evaluate.model_dump(exclude={"test_time_augmentation"}), model_name=model_name,
+                   test_time_augmentation=evaluate.test_time_augmentation.get(model_name, "none"))
 
 
 class ExportStageParams(ExportParams):
-    """What one export stage reads: the export section, for one model."""
+    """What one export stage reads: the export section, for one model, and the test-time augmentation it embeds."""
 
     model_name: Literal[family_names()]  # type: ignore[valid-type]
+    test_time_augmentation: TtaMode = "none"
 
 
 class Params(_Strict):

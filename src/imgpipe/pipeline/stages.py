@@ -73,11 +73,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", "3-train.ipynb", True, "Training", TrainStageParams,
           lambda params, name: TrainStageParams.select(params.train, name)),
     Stage("evaluate", "4-evaluate.ipynb", True, "Evaluation", EvaluateStageParams,
-          lambda params, name: EvaluateStageParams(**dict(params.evaluate), model_name=name)),
+          lambda params, name: EvaluateStageParams.select(params.evaluate, name)),
     Stage("crossval", "5-crossval.ipynb", True, "Cross-validation", CrossvalStageParams, _crossval,
           skip_reason=_crossval_skip_reason),
     Stage("export", "6-export.ipynb", True, "Export", ExportStageParams,
-          lambda params, name: ExportStageParams(**dict(params.export), model_name=name)),
+          lambda params, name: ExportStageParams(**dict(params.export), model_name=name,
+                                                 test_time_augmentation=params.evaluate.test_time_augmentation.get(
+                                                     name, "none"))),
     Stage("report", "7-report.ipynb", False, "Report", ReportParams, lambda params, _: params.report,
           is_report=True),
 )

@@ -116,9 +116,17 @@ class SeededBatches(ABC):
     def _epoch_batches(self, steps: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
         """The function from an epoch number to that epoch's (uint8 images, labels, global step) batches."""
 
-    def from_epoch(self, first_epoch: int) -> tf.data.Dataset:
-        """Every batch from epoch ``first_epoch`` (0-based) on, endlessly; ``fit`` takes ``steps`` per epoch."""
-        dataset = tf.data.Dataset.counter(first_epoch).flat_map(self._epoch_batches(self.steps))
+    def from_epoch(self, first_epoch: int, end_epoch: int | None = None) -> tf.data.Dataset:
+        """Every batch from epoch ``first_epoch`` (0-based) up to ``end_epoch`` (endlessly if None); ``fit`` takes
+        ``steps`` per epoch.
+
+        Ending the dataset with the last epoch matters at the end of ``fit``: an endless one is still reading ahead
+        into the next epoch (its shuffle and gathers) when ``fit`` releases it, and that release waits for the
+        read-ahead, seconds to tens of seconds on a busy machine.
+        """
+        epochs = tf.data.Dataset.counter(first_epoch) if end_epoch is None else tf.data.Dataset.range(first_epoch,
+                                                                                                     end_epoch)
+        dataset = epochs.flat_map(self._epoch_batches(self.steps))
         to_inputs = _model_inputs(self.num_classes)
         if _augments(self.augment):
             augment_batch = _augmenter(self.augment, self.seed)

@@ -23,6 +23,7 @@ def compiled_model(model_name: str, settings: ModelTrainParams, image_shape: tup
     model = build_model(model_name, image_shape, num_classes, mean, std, settings.architecture, settings.dropout,
                         settings.l2)
     optimizer = make_optimizer(settings.optimizer, learning_rate or settings.learning_rate, settings.momentum,
-                               settings.lr_schedule, settings.warmup_epochs, settings.epochs, steps_per_epoch)
+                               settings.lr_schedule, settings.warmup_epochs, settings.epochs, steps_per_epoch,
+                               settings.ema_momentum)
     compile_model(model, optimizer, settings.label_smoothing, settings.jit_compile)
     return model

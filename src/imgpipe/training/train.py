@@ -45,16 +45,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def use_mixed_precision_on_gpu() -> str:
-    """float16 compute with float32 weights when a GPU is present (Tensor Cores), float32 otherwise; the policy."""
-    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
-
-
 def make_optimizer(name: str, learning_rate: float, momentum: float, schedule: str, warmup_epochs: int,
-                   epochs: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam or SGD (with momentum), with a constant or warm-up + cosine-decay learning rate."""
+                   epochs: int, steps_per_epoch: int, ema_momentum: float = 0.0) -> keras.optimizers.Optimizer:
+    """Adam or SGD (with momentum), with a constant or warm-up + cosine-decay learning rate.
+
+    ``ema_momentum`` > 0 keeps an exponential moving average of the weights, which replaces them when
+    ``fit`` ends (validation during training sees the raw weights).
+    """
     rate: float | keras.optimizers.schedules.LearningRateSchedule = learning_rate
     if schedule == "cosine":
         warmup_steps = warmup_epochs * steps_per_epoch
@@ -62,10 +59,11 @@ def make_optimizer(name: str, learning_rate: float, momentum: float, schedule: s
             initial_learning_rate=learning_rate / 10 if warmup_steps else learning_rate,
             decay_steps=max(1, (epochs - warmup_epochs) * steps_per_epoch),
             warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum > 0 else {}
     if name == "adam":
-        return keras.optimizers.Adam(rate)
+        return keras.optimizers.Adam(rate, **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=momentum > 0)
+        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=momentum > 0, **ema)
     raise ValueError(f"unknown optimizer {name!r}; expected adam or sgd.")
 
 
@@ -123,7 +121,7 @@ def fit(model: keras.Model, train: SeededBatches, val: tf.data.Dataset, epochs: 
                                                        restore_best_weights=True))
     started = time.perf_counter()
     with multi_worker_fit(model):
-        history = model.fit(train.from_epoch(first_epoch), validation_data=val, epochs=epochs,
+        history = model.fit(train.from_epoch(first_epoch, epochs), validation_data=val, epochs=epochs,
                             initial_epoch=first_epoch, steps_per_epoch=train.steps,
                             callbacks=callbacks + ([backup] if backup else []), verbose=2, shuffle=False)
     wall_time = time.perf_counter() - started
