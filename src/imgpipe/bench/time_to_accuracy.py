@@ -30,7 +30,7 @@ from imgpipe.artifacts.paths import ProjectPaths
 from imgpipe.bench.training import machine_description
 from imgpipe.config.schema import ModelTrainParams, load_params
 from imgpipe.data.shards import open_part
-from imgpipe.models.layers import normalizer
+from imgpipe.models.layers import PositionEmbedding, normalizer
 from imgpipe.models.registry import family_names
 from imgpipe.training import batches, precision, train
 from imgpipe.training.recipe import compiled_model
@@ -84,7 +84,7 @@ def peer_attention(inputs: keras.KerasTensor, num_classes: int, patch: int = 4, 
     """keras-io's "Image classification with Vision Transformer", sized for 28×28 images."""
     x = layers.Conv2D(dim, patch, strides=patch)(inputs)                  # patches → linear projection
     x = layers.Reshape((-1, dim))(x)
-    x = models.PositionEmbedding()(x)
+    x = PositionEmbedding()(x)
     for _ in range(depth):
         attended = layers.MultiHeadAttention(heads, dim, dropout=0.1)(
             layers.LayerNormalization(epsilon=1e-6)(x), layers.LayerNormalization(epsilon=1e-6)(x))
