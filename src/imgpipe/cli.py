@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from imgpipe import MODEL_NAMES
@@ -97,7 +98,8 @@ def _verify(keep: bool) -> int:
     from imgpipe.pipeline.verify import verify
 
     judgement = verify(project_paths().root, keep)
-    sys.stdout.write(render_text(judgement.comparison) + "\n\n" + "\n".join(judgement.notes) + "\n")
+    notes = [textwrap.fill(note, 100, subsequent_indent="  ") for note in judgement.notes]
+    sys.stdout.write(render_text(judgement.comparison) + "\n\n" + "\n".join(notes) + "\n")
     for failure in judgement.failures:
         LOGGER.error("%s", failure)
     verdict = "FAILED" if judgement.failures else "verified"
