@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,8 @@ def _verify(keep: bool) -> int:
     from imgpipe.pipeline.verify import verify
 
     judgement = verify(project_paths().root, keep)
-    sys.stdout.write(render_text(judgement.comparison) + "\n\n" + "\n".join(judgement.notes) + "\n")
+    notes = [textwrap.fill(note, 100, subsequent_indent="  ") for note in judgement.notes]
+    sys.stdout.write(render_text(judgement.comparison) + "\n\n" + "\n".join(notes) + "\n")
     for failure in judgement.failures:
         LOGGER.error("%s", failure)
     verdict = "FAILED" if judgement.failures else "verified"

@@ -59,7 +59,7 @@ def fingerprint_rows(comparison: Comparison) -> list[list[str]]:
         a, b = (first or {}).get(name, "—"), (second or {}).get(name, "—")
         if name == "isa" and a != b and isinstance(a, list) and isinstance(b, list):
             a, b = [f for f in a if f not in b] or ["(none more)"], [f for f in b if f not in a] or ["(none more)"]
-        rows.append([name, short(a, 38), short(b, 38), "" if a == b else "≠"])
+        rows.append([name, short(a, 36), short(b, 36), "" if a == b else "≠"])
     return rows
 
 

@@ -59,6 +59,18 @@ def thread_counts(configured_intra: int, configured_inter: int, environ: dict[st
     return {"intra_op_threads": intra, "inter_op_threads": inter}
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow's oneDNN optimizations are on in this process. Their default depends on the
+    CPU (on for CPUs with AVX512_VNNI, AVX512_BF16 or AMX; off on e.g. an AVX2-only one), so the
+    effective state is asked of TensorFlow; ``TF_ENABLE_ONEDNN_OPTS`` only where it cannot say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port       # noqa: PLC0415 (TensorFlow's own switch)
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
+
+
 def machine_fingerprint() -> dict[str, Any]:
     """The fingerprint of this process: CPU, ISA, threads, oneDNN, Keras's precision policy, GPUs, versions."""
     import keras                                             # the stages have both loaded already
@@ -72,7 +84,7 @@ def machine_fingerprint() -> dict[str, Any]:
         **cpu_description(cpuinfo),
         **thread_counts(tf.config.threading.get_intra_op_parallelism_threads(),
                         tf.config.threading.get_inter_op_parallelism_threads(), dict(os.environ), cpus),
-        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False"),
+        "onednn_opts": onednn_enabled(),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
         "precision_policy": keras.mixed_precision.global_policy().name,
         "gpus": gpus,
