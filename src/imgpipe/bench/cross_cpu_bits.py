@@ -5,11 +5,11 @@ Fashion-MNIST images under op determinism, then prints one line: the SHA-256 of 
 weights, the settings that decide the kernels, and the seconds the steps took. Run it several
 ways and compare the hashes, e.g.
 
-    python tools/cross_cpu_bits.py                                   # this CPU, defaults
-    TF_ENABLE_ONEDNN_OPTS=0 python tools/cross_cpu_bits.py           # oneDNN off
-    TF_NUM_INTRAOP_THREADS=1 python tools/cross_cpu_bits.py          # one intra-op thread
-    ONEDNN_MAX_CPU_ISA=AVX2 python tools/cross_cpu_bits.py           # oneDNN limited to AVX2 kernels
-    qemu-x86_64 -cpu Haswell .venv/bin/python tools/cross_cpu_bits.py   # an emulated AVX2-only CPU
+    python -m imgpipe.bench.cross_cpu_bits                                   # this CPU, defaults
+    TF_ENABLE_ONEDNN_OPTS=0 python -m imgpipe.bench.cross_cpu_bits           # oneDNN off
+    TF_NUM_INTRAOP_THREADS=1 python -m imgpipe.bench.cross_cpu_bits          # one intra-op thread
+    ONEDNN_MAX_CPU_ISA=AVX2 python -m imgpipe.bench.cross_cpu_bits           # oneDNN limited to AVX2 kernels
+    qemu-x86_64 -cpu Haswell .venv/bin/python -m imgpipe.bench.cross_cpu_bits   # an emulated AVX2-only CPU
 
 Needs `make data`.
 """
