@@ -28,14 +28,29 @@ THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_description(cpuinfo: str) -> dict[str, Any]:
-    """CPU model name, cache size and the numerics-relevant ISA flags from /proc/cpuinfo text."""
+def first_processor(cpuinfo: str) -> dict[str, str]:
+    """The fields of the first processor's block of /proc/cpuinfo text."""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
         if not line.strip() and fields:
             break                                            # the first processor's block is enough
+    return fields
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The instruction-set flags of the first CPU in ``/proc/cpuinfo`` (empty where there is no such file)."""
+    try:
+        fields = first_processor(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return frozenset()
+    return frozenset((fields.get("flags") or fields.get("Features") or "").split())
+
+
+def cpu_description(cpuinfo: str) -> dict[str, Any]:
+    """CPU model name, cache size and the numerics-relevant ISA flags from /proc/cpuinfo text."""
+    fields = first_processor(cpuinfo)
     flags = set(fields.get("flags", "").split())
     return {"cpu_model": fields.get("model name", platform.processor() or "unknown"),
             "cpu_cache": fields.get("cache size", "unknown"),

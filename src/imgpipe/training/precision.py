@@ -13,27 +13,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from imgpipe.training.fingerprint import cpu_flags
+
 LOGGER = logging.getLogger(__name__)
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
-    """The instruction-set flags of the first CPU in ``/proc/cpuinfo`` (empty where there is no such file)."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
 
 
 def auto_policy(flags: frozenset[str], has_gpu: bool) -> str:
