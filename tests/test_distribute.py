@@ -50,8 +50,12 @@ def start_worker(repo: Path, cluster: list[str], index: int, scratch: Path) -> s
            "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}),
            "IMGPIPE_VERBOSE": "1"}                  # the full kernel log: the test reads each epoch's line
     env.pop("IMGPIPE_ROOT", None)
-    return subprocess.Popen(["imgpipe", "run", "train", "cnn"], cwd=repo, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = scratch.with_name(f"{scratch.name}.log")     # a file, not a pipe: a full pipe would block the worker
+    with log.open("w") as output:
+        process = subprocess.Popen(["imgpipe", "run", "train", "cnn"], cwd=repo, env=env, text=True,
+                                   stdout=output, stderr=subprocess.STDOUT)
+    process.log = log
+    return process
 
 
 def wait_all(processes: list[subprocess.Popen[str]], timeout_s: float) -> list[tuple[int | None, str]]:
@@ -64,7 +68,7 @@ def wait_all(processes: list[subprocess.Popen[str]], timeout_s: float) -> list[t
     for process in processes:
         if process.poll() is None:
             process.kill()
-    return [(process.wait(), process.stdout.read()) for process in processes]
+    return [(process.wait(), process.log.read_text()) for process in processes]
 
 
 def test_two_workers_train_together_and_only_the_chief_writes(split_copy: Path, tmp_path: Path) -> None:  # noqa: F811
