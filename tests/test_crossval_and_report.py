@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from imgpipe.evaluation import crossval
 from imgpipe.evaluation.evaluate import confident_mistakes, metrics_with_uncertainty
@@ -67,3 +70,16 @@ def test_verdicts_and_headline_format() -> None:
     assert table.loc[0, "Calibration error (ECE)"] == "0.012"
     assert table.loc[0, "Parameters"] == "414,042"
     assert all("_" not in column for column in table.columns)
+
+
+def test_cross_validation_refuses_a_training_set_above_the_memory_budget(project_root: Path, tmp_path: Path) -> None:
+    images = np.zeros((50, 28, 28, 1), np.uint8)
+    dataset = tmp_path / "dataset.npz"
+    np.savez(dataset, images=images, labels=np.arange(50) % 5, origin=np.zeros(50, np.int8),
+             class_names=np.array(list("abcde")))
+    split = tmp_path / "indices.npz"
+    np.savez(split, train=np.arange(40), val=np.arange(40, 45), test=np.arange(45, 50))
+    with pytest.raises(crossval.CrossvalError, match=r"train.memory_budget_mb = 0; raise the budget"):
+        crossval.load_training_set(dataset, split, memory_budget_mb=0)
+    loaded, labels, names = crossval.load_training_set(dataset, split, memory_budget_mb=1)
+    assert loaded.shape == (45, 28, 28, 1) and names == tuple("abcde")

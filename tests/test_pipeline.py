@@ -104,6 +104,7 @@ def test_a_train_param_change_reruns_only_that_model(repo: Path) -> None:
 def test_cross_validation_runs_on_request(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["crossval"].update(enabled=True, folds=2, models=["cnn"], epochs=1)
+    params["train"]["memory_budget_mb"] = 64          # folds are held in memory; 0 (always stream) refuses them
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         run(["imgpipe", "run", "crossval", "cnn"], repo)
