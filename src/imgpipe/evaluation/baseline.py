@@ -9,13 +9,14 @@ was checked out when the report was built, and says which one.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
 from imgpipe.artifacts.files import load_json
 from imgpipe.evaluation.compare import Comparison, compare
 from imgpipe.evaluation.compare_views import render_section
-from imgpipe.evaluation.revisions import WORKSPACE, Side, git
+from imgpipe.evaluation.revisions import WORKSPACE, CompareError, Side, git
 
 
 def is_committed_run(comparison: Comparison) -> bool:
@@ -25,18 +26,24 @@ def is_committed_run(comparison: Comparison) -> bool:
                     for m in comparison.models))
 
 
-def compare_with_commit(root: Path) -> Comparison | None:
-    """The comparison of the workspace with HEAD, or None when HEAD has no results or the same ones."""
+def compare_with_commit(root: Path) -> Comparison | str | None:
+    """The comparison of the workspace with HEAD; None when HEAD has no results or the same ones; the reason
+    as text when the two cannot be compared (the report is published all the same)."""
     head = (git(root, "rev-parse", "HEAD") or "").strip()
     committed = Side(root, "committed run", head) if head else None
     if committed is None or not committed.models():
         return None
-    comparison = compare(committed, Side(root, WORKSPACE, None))
+    try:
+        comparison = compare(committed, Side(root, WORKSPACE, None))
+    except CompareError as error:
+        return f"The workspace's results could not be compared with the committed run of {head[:12]}: {error}"
     return None if is_committed_run(comparison) else comparison
 
 
-def section(comparison: Comparison | None) -> str:
+def section(comparison: Comparison | str | None) -> str:
     """The report's "Compared with the committed run" section (empty when the workspace is the commit)."""
+    if isinstance(comparison, str):
+        return f"<h2>Compared with the committed run</h2>\n<p>{html.escape(comparison)}</p>\n"
     return render_section(comparison) if comparison else ""
 
 
@@ -49,10 +56,12 @@ def machine_summary(fingerprint: dict[str, Any]) -> str:
             f"{fingerprint.get('precision_policy', '?')}; GPU: {', '.join(fingerprint.get('gpus') or []) or 'none'}")
 
 
-def provenance(root: Path, comparison: Comparison | None, models: list[str]) -> dict[str, str]:
+def provenance(root: Path, comparison: Comparison | str | None, models: list[str]) -> dict[str, str]:
     """Provenance lines: which commit the results are (or are not), and each model's training machine."""
     head = (git(root, "rev-parse", "HEAD") or "").strip()
-    if comparison is not None:
+    if isinstance(comparison, str):
+        state = f"workspace differs from {head[:12]} (not comparable: see the first section)"
+    elif comparison is not None:
         state = (f"workspace differs from {head[:12]} ({comparison.first['run_date']}); "
                  f"workspace {comparison.second['run_date']}")
     elif head and Side(root, "HEAD", head).models():
