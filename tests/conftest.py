@@ -43,3 +43,21 @@ def repo(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         run(command, copy)
     run(["dvc", "repro"], copy)
     return copy
+
+
+@pytest.fixture(scope="module")
+def pristine(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the working tree without the preprocess outputs and metrics, shared by a test module."""
+    copy = tmp_path_factory.mktemp("pristine")
+    copy_working_tree(project_root, copy)
+    for output in ("data/processed", "metrics"):
+        shutil.rmtree(copy / output, ignore_errors=True)
+    return copy
+
+
+@pytest.fixture
+def project(pristine: Path, tmp_path: Path) -> Path:
+    """A fresh copy of ``pristine`` for one test to change."""
+    copy = tmp_path / "project"
+    shutil.copytree(pristine, copy)
+    return copy

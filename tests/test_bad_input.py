@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from imgpipe.data import synthetic
-from tests.helpers import copy_working_tree, run
+from tests.helpers import run
 
 OUTPUTS = ("data/processed/dataset.npz", "data/processed/cleaning_report.json", "metrics/preprocess.json")
-
-
-@pytest.fixture(scope="module")
-def pristine(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = tmp_path_factory.mktemp("pristine")
-    copy_working_tree(project_root, copy)
-    for output in ("data/processed", "metrics"):
-        shutil.rmtree(copy / output, ignore_errors=True)
-    return copy
-
-
-@pytest.fixture
-def project(pristine: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "project"
-    shutil.copytree(pristine, copy)
-    return copy
 
 
 def edit_params(project: Path, edit: callable) -> None:

@@ -35,7 +35,7 @@ from imgpipe.data.sources import DataError, read_manifest
 from imgpipe.pipeline.processes import descendants
 from imgpipe.config.resources import ResourceError
 from imgpipe.training.distribute import ClusterConfigError, check_tf_config
-from tests.helpers import BIN, GIT_IDENTITY, copy_working_tree, run
+from tests.helpers import BIN, GIT_IDENTITY, run
 
 HOSTILE = "<img src=x onerror=alert(2)>"
 
@@ -139,22 +139,6 @@ def assert_no_live_markup(page: Path, shown: str) -> None:
 
 
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def pristine(project_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = tmp_path_factory.mktemp("hostile-pristine")
-    copy_working_tree(project_root, copy)
-    for output in ("data/processed", "metrics"):
-        shutil.rmtree(copy / output, ignore_errors=True)
-    return copy
-
-
-@pytest.fixture
-def project(pristine: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "project"
-    shutil.copytree(pristine, copy)
-    return copy
-
 
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
