@@ -94,14 +94,17 @@ def processes_in(project: Path) -> list[tuple[int, str]]:
     return found
 
 
-def wait_for(condition: Callable[[], object], what: str, seconds: float = 300) -> None:
-    """Poll until ``condition`` holds (a guard against hanging, not a timing assertion)."""
+def wait_for(condition: Callable[[], object], what: str, seconds: float = 300, log: Path | None = None) -> None:
+    """Poll until ``condition`` holds (a guard against hanging, not a timing assertion); on giving up, show
+    the end of ``log`` and the processes still alive."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    pytest.fail(f"gave up waiting for {what}")
+    tail = log.read_text(errors="replace")[-3000:] if log and log.is_file() else ""
+    alive = "\n".join(f"{pid} {command[:160]}" for pid, command in processes_in(log.parent)) if log else ""
+    pytest.fail(f"gave up waiting for {what} after {seconds:.0f} s\n{tail}\nstill running:\n{alive}")
 
 
 def start(command: list[str], project: Path, log: Path, path: str | None = None) -> subprocess.Popen[bytes]:
@@ -358,17 +361,18 @@ def test_a_signal_stops_the_kernel_and_everything_it_started(repo: Path, tmp_pat
     log = tmp_path / "run.log"
     process = start([str(BIN / command[0]), *command[1:]], project, log)
     try:
-        wait_for(lambda: _training_underway(project) or process.poll() is not None, "the first epoch")
+        wait_for(lambda: _training_underway(project) or process.poll() is not None, "the first epoch", log=log)
         assert process.poll() is None and _kernels(project), log.read_text()[-3000:]
         os.kill(process.pid, signal.SIGTERM)            # to dvc (or imgpipe) alone, not to its process group
-        process.wait(timeout=120)
-        wait_for(lambda: not processes_in(project), "every process of the stage to end", 120)
+        wait_for(lambda: process.poll() is not None, f"{target} to end after SIGTERM", 120, log)
+        wait_for(lambda: not processes_in(project), "every process of the stage to end", 120, log)
     finally:
         for pid, _ in processes_in(project):
             os.kill(pid, signal.SIGKILL)
-    assert digests(project, TRAIN_OUTPUTS) == before, "outputs changed after the stop"
-    assert not remove_leftovers(project), "partial files were left behind"
-    assert "stopped by SIGTERM" in log.read_text()
+    text = log.read_text()
+    assert digests(project, TRAIN_OUTPUTS) == before, f"outputs changed after the stop\n{text[-3000:]}"
+    assert not remove_leftovers(project), f"partial files were left behind\n{text[-3000:]}"
+    assert "stopped by SIGTERM" in text, text[-3000:]
 
 
 @pytest.mark.pipeline

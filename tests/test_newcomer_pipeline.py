@@ -48,7 +48,8 @@ def test_the_summary_lists_every_stage_in_pipeline_order(repo: Path) -> None:
 def test_a_notebook_run_by_hand_writes_to_scratch_and_leaves_dvc_clean(repo: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IMGPIPE_STAGE", raising=False)       # as in JupyterLab: not started by `imgpipe run`
-    tracked = ["metrics/evaluate/cnn.json", "evaluation/cnn/per_class.csv", "data/predictions/cnn.npy"]
+    tracked = ["metrics/evaluate/cnn.json", "evaluation/cnn/per_class.csv", "data/predictions/cnn.npy",
+               "fingerprints/evaluate/cnn.json"]
     before = {name: (repo / name).read_bytes() for name in tracked}
     stamps = {name: (repo / name).stat().st_mtime_ns for name in tracked}
     parameters = {**yaml.safe_load((repo / "params.yaml").read_text())["evaluate"], "model_name": "cnn",

@@ -155,12 +155,18 @@ def test_a_queued_grid_runs_two_experiments_in_parallel(repo: Path) -> None:
     for rate in ("0.001", "0.004"):
         run(["dvc", "exp", "run", "--queue", "-S", f"train.cnn.learning_rate={rate}", "-n", f"cnn-lr-{rate}"], repo)
     run(["dvc", "queue", "start", "-j", "2"], repo)
-    for _ in range(600):
+    deadline = time.monotonic() + 600                            # a guard against a stuck queue, not a timing
+    while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], repo).stdout
         if "Queued" not in status and "Running" not in status:
             break
-        time.sleep(1)
-    assert status.count("Success") == 2, status
+        time.sleep(5)
+    else:
+        run(["dvc", "queue", "kill", "--force", "cnn-lr-0.001", "cnn-lr-0.004"], repo, check=False)
+        run(["dvc", "queue", "stop", "--kill"], repo, check=False)
+    logs = {name: run(["dvc", "queue", "logs", name], repo, check=False).stdout[-2000:]
+            for name in ("cnn-lr-0.001", "cnn-lr-0.004")}
+    assert status.count("Success") == 2, f"{status}\n{logs}"
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     experiments = {exp.get("name"): exp for row in shown for exp in (row.get("experiments") or [])}
     for rate in (0.001, 0.004):

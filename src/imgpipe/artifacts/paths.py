@@ -125,7 +125,7 @@ class ProjectPaths:
         return self._output(f"metrics/{stage}/{model_name}.json")
 
     def fingerprint(self, stage: str, model_name: str) -> Path:
-        return self.root / "fingerprints" / stage / f"{model_name}.json"
+        return self._output(f"fingerprints/{stage}/{model_name}.json")
 
     def predictions(self, model_name: str) -> Path:
         return self._output(f"data/predictions/{model_name}.npy")
