@@ -364,8 +364,8 @@ def test_a_signal_stops_the_kernel_and_everything_it_started(repo: Path, tmp_pat
         wait_for(lambda: _training_underway(project) or process.poll() is not None, "the first epoch", log=log)
         assert process.poll() is None and _kernels(project), log.read_text()[-3000:]
         os.kill(process.pid, signal.SIGTERM)            # to dvc (or imgpipe) alone, not to its process group
-        wait_for(lambda: process.poll() is not None, f"{target} to end after SIGTERM", 120, log)
-        wait_for(lambda: not processes_in(project), "every process of the stage to end", 120, log)
+        wait_for(lambda: process.poll() is not None, f"{target} to end after SIGTERM", 300, log)
+        wait_for(lambda: not processes_in(project), "every process of the stage to end", 300, log)
     finally:
         for pid, _ in processes_in(project):
             os.kill(pid, signal.SIGKILL)

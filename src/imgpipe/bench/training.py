@@ -163,10 +163,10 @@ def pipeline_speed(model_name: str, x: np.ndarray, y: np.ndarray, settings: Mode
     measured = batches.EpochBatches(x, y, num_classes, settings.batch_size, seed, augment)
     mean, std = batches.channel_statistics(x)
     model = compiled_model(model_name, settings, x.shape[1:], num_classes, mean, std, measured.steps)
-    model.fit(warmup.from_epoch(0, 1), epochs=1, steps_per_epoch=warmup.steps, verbose=0)
+    model.fit(warmup.from_epoch(0, 1), epochs=1, steps_per_epoch=warmup.steps, verbose=0, shuffle=False)
     return _images_per_second(
         lambda timer: model.fit(measured.from_epoch(0, 1), epochs=1, steps_per_epoch=measured.steps, verbose=0,
-                                callbacks=timer), len(y))
+                                shuffle=False, callbacks=timer), len(y))
 
 
 def _build(model_name: str, x: np.ndarray, num_classes: int, settings: ModelTrainParams) -> keras.Model:
