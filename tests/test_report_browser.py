@@ -56,6 +56,9 @@ PAGE_FACTS = """() => ({
   stderr: document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"]').length,
   text: document.body.innerText,
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href')),
+  beyond: Array.from(document.querySelectorAll('table, img, svg, pre'))
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+            .map(e => e.tagName + ': ' + (e.innerText || e.getAttribute('alt') || '').slice(0, 80)),
   images: Array.from(document.images).map(i => { const r = i.getBoundingClientRect();
                                                  return [r.left, r.top, r.right, r.bottom]; }),
   headers: Array.from(document.querySelectorAll('table')).slice(0, 1)
@@ -87,6 +90,7 @@ def test_every_published_page_reads_cleanly_and_every_link_resolves(repo: Path, 
             facts = page.evaluate(PAGE_FACTS)
             assert facts["title"] not in ("", "Notebook") and facts["title"].startswith("imgpipe"), html.name
             assert facts["stderr"] == 0, f"{html.name} shows stderr output"
+            assert facts["beyond"] == [], f"{html.name} runs past the right edge of a 1280 px window"
             assert str(repo) not in facts["text"] and "/tmp/" not in facts["text"], f"{html.name} shows a local path"
             for href in facts["links"]:
                 if href.startswith(("#", "http://", "https://", "mailto:")):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from imgpipe.evaluation.compare import Comparison, ModelComparison
-from imgpipe.pipeline.verify import judge
+from imgpipe.pipeline.verify import judge, project_tools_environment
 
 
 def test_verify_expects_identical_on_the_same_machine_and_consistent_elsewhere() -> None:
@@ -21,3 +25,16 @@ def test_verify_expects_identical_on_the_same_machine_and_consistent_elsewhere()
     assert elsewhere.failures == [] and "fingerprint differs (isa (train))" in elsewhere.notes[0]
     assert "different, consistent expected" in judge(comparison("different", ["isa (train)"])).failures[0]
     assert "data and split" in judge(comparison("identical", [], same_data=False)).failures[0]
+
+
+def test_the_rerun_imports_the_clones_package_not_the_working_copys(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "imgpipe"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    probe = "import imgpipe, pathlib; print(pathlib.Path(imgpipe.__file__).resolve())"
+    rerun = subprocess.run([sys.executable, "-c", probe], env=project_tools_environment(tmp_path), cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    here = subprocess.run([sys.executable, "-c", probe], env=project_tools_environment(), cwd=tmp_path,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert rerun == str((package / "__init__.py").resolve())
+    assert here != rerun, "without a clone the working copy's (installed) package is imported"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from pandas.io.formats.style import Styler
 
 from imgpipe.artifacts.files import load_json
 from imgpipe.artifacts.paths import ProjectPaths
@@ -100,14 +101,22 @@ def calibration_tables(paths: ProjectPaths, model_names: Sequence[str]) -> dict[
     return {name: results.load_calibration(paths.evaluation_dir(name)) for name in model_names}
 
 
+MAP_TITLES = {"grad_cam": "Grad-CAM", "attention": "attention map"}     # other methods keep their name
+
+
 def explanations(paths: ProjectPaths, model_names: Sequence[str]) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
-    """The shared sample images, their captions, and every model's maps named '<model> <method>'."""
+    """The shared sample images, their captions, and every model's maps named '<model>: <method title>'."""
     maps: dict[str, np.ndarray] = {}
     images, captions = np.empty(0), []
     for name in model_names:
         images, captions, by_method = results.load_explanations(paths.evaluation_dir(name))
-        maps.update({f"{name} {method}": values for method, values in by_method.items()})
+        maps.update({f"{name}: {MAP_TITLES.get(method, method)}": values for method, values in by_method.items()})
     return images, captions, maps
+
+
+def key_value_table(values: dict[str, str]) -> Styler:
+    """A two-column table of names and long text values, left-aligned and wrapped inside the page."""
+    return pd.Series(values, name="value").to_frame().style.set_table_attributes('class="imgpipe-key-values"')
 
 
 def environment() -> dict[str, str]:

@@ -70,10 +70,15 @@ def judge(comparison: Comparison) -> Judgement:
     return Judgement(comparison, notes, failures)
 
 
-def project_tools_environment() -> dict[str, str]:
+def project_tools_environment(code: Path | None = None) -> dict[str, str]:
     """This environment with the interpreter's bin folder first on PATH, so `dvc` and the stages'
-    `imgpipe` are the project's own even when the virtual environment is not activated."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    `imgpipe` are the project's own even when the virtual environment is not activated; with ``code``
+    (a clone), its ``src`` comes first on PYTHONPATH, so every stage and kernel runs that clone's
+    package rather than the working copy's (which an editable install would otherwise give)."""
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if code is not None:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code / "src"), os.environ.get("PYTHONPATH")]))
+    return environment
 
 
 def verify_rerun(root: Path, rerun: Path) -> Judgement:
@@ -88,7 +93,7 @@ def rerun_committed(root: Path, workspace: Path) -> Path:
     subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
     shutil.copytree(root / "data" / "raw", clone / "data" / "raw")
     LOGGER.info("reproducing the committed study in %s (this is a full run)", clone)
-    subprocess.run(["dvc", "repro"], cwd=clone, check=True, env=project_tools_environment())
+    subprocess.run(["dvc", "repro"], cwd=clone, check=True, env=project_tools_environment(clone))
     return clone
 
 
