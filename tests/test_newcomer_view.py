@@ -155,3 +155,12 @@ def test_jupyter_save_hook_strips_notebooks_and_refuses_the_published_copies() -
     assert content["cells"][0]["outputs"] == []
     with pytest.raises(PermissionError, match="scratch/"):
         strip_before_save({"type": "notebook", "content": content}, path="reports/evaluate-cnn.ipynb")
+
+
+def test_dvc_plots_colour_each_model_as_the_report_does(project_root: Path) -> None:
+    template = json.loads((project_root / ".dvc" / "plots" / "epochs.json").read_text())
+    colour = template["encoding"]["color"]
+    assert colour["sort"] is None, "models keep dvc.yaml's order, as in the report"
+    names = ["cnn", "rnn", "attention"]
+    report = {name: matplotlib.colors.to_hex(rgb) for name, rgb in plots.model_colours(names).items()}
+    assert dict(zip(names, colour["scale"]["range"])) == report
