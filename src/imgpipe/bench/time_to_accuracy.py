@@ -209,7 +209,7 @@ def run_benchmark(paths: ProjectPaths, images: int = 0, val_images: int = 0,
     x_val, y_val = (x_val[:val_images], y_val[:val_images]) if val_images else (x_val, y_val)
     results = race_families(params, x, y, x_val, y_val, peer_epochs)
     return {"machine": machine_description(), "images": len(y), "val_images": len(y_val), "peer_epochs": peer_epochs,
-            "deterministic": params["train"]["deterministic"], "families": [asdict(r) for r in results]}
+            "deterministic": params.train.deterministic, "families": [asdict(r) for r in results]}
 
 
 def markdown_table(benchmark: dict[str, Any]) -> str:
