@@ -71,25 +71,19 @@ def test_dvc_metrics_show_has_no_duplicate_or_non_metric_columns(repo: Path) -> 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     files = next(iter(shown.values()))["data"]
 
-    def keys(value: object, prefix: str = "") -> list[str]:
+    def leaves(value: object, prefix: str = "") -> list[tuple[str, object]]:
         if isinstance(value, dict):
-            return [key for name, inner in value.items() for key in keys(inner, f"{prefix}{name}.")]
-        return [prefix[:-1]]
+            return [leaf for name, inner in value.items() for leaf in leaves(inner, f"{prefix}{name}.")]
+        return [(prefix[:-1], value)]
 
-    columns = {key for entry in files.values() for key in keys(entry.get("data", {}))}
+    found = {path: leaves(entry.get("data", {})) for path, entry in files.items()}
+    columns = {key for pairs in found.values() for key, _ in pairs}
     assert not [column for column in columns if " " in column], "one spelling per name (no 'test images')"
     assert not [column for column in columns if column.split(".")[-1] in ("reason", "path", "enabled", "tolerance")]
-    settings = {f"{path}: {name}" for path, entry in files.items() for name in keys(entry.get("data", {}))
-                if isinstance(_leaf(entry["data"], name), str)}
+    settings = {f"{path}: {key}" for path, pairs in found.items() for key, value in pairs if isinstance(value, str)}
     assert not settings, f"text is a setting, not a metric (params.yaml and fingerprints/ hold those): {settings}"
     wide = run(["dvc", "metrics", "show"], repo).stdout
     assert "skipped" not in wide and "test images" not in wide
-
-
-def _leaf(data: dict, dotted: str) -> object:
-    for name in dotted.split("."):
-        data = data[name]
-    return data
 
 
 def test_predict_names_the_model_version_and_flags_an_unfamiliar_photo(repo: Path, tmp_path: Path) -> None:
