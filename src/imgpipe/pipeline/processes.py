@@ -4,7 +4,10 @@
 and the kernel may start decoding processes or a gRPC server. When the stage is stopped — a signal to
 ``imgpipe run``, or to ``dvc repro`` above it — all of them must stop at once, or they would go on to
 write outputs that ``dvc.lock`` never records. Linux's ``PR_SET_PDEATHSIG`` ties a process to its
-parent's life; :func:`kill_tree` ends every process below this one and their process groups.
+parent's life; where the parent is only a ``sh -c`` wrapper (DVC runs a stage's command through
+``$SHELL``, or ``/bin/sh`` when that is unset, and dash does not ``exec`` the command), a thread
+watches the process that ran the wrapper instead. :func:`kill_tree` ends every process below this one
+and their process groups.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "busybox"})
 
 
 def die_with_parent(signum: int = signal.SIGKILL) -> None:
@@ -27,6 +33,71 @@ def die_with_parent(signum: int = signal.SIGKILL) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
     except (OSError, AttributeError):
         return
+
+
+def _command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def _is_command_wrapper(pid: int) -> bool:
+    """Whether ``pid`` is a shell that only runs a command line (``sh -c …``)."""
+    command = _command_line(pid)
+    return len(command) >= 2 and Path(command[0]).name in SHELLS and "-c" in command[1:-1]
+
+
+def launcher() -> int:
+    """The process that started this one, looking through ``sh -c`` wrappers (0 if unknown)."""
+    pid = os.getppid()
+    while pid > 1 and _is_command_wrapper(pid):
+        pid = _parent_of(pid)
+    return pid
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Block until process ``pid`` has ended."""
+    try:
+        descriptor = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while True:                                       # no pidfd: poll (kernels older than 5.3)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                pass
+            threading.Event().wait(1.0)
+    try:
+        select.select([descriptor], [], [])               # a pidfd becomes readable when its process ends
+    finally:
+        os.close(descriptor)
+
+
+def stop_when_launcher_ends(signum: int = signal.SIGTERM) -> None:
+    """Send ``signum`` to this process when its launcher ends, where a ``sh -c`` wrapper stands between them
+    (``PR_SET_PDEATHSIG`` covers a direct parent)."""
+    if not _is_command_wrapper(os.getppid()):
+        return
+    watched = launcher()
+    if watched <= 1:
+        return
+
+    def watch() -> None:
+        _wait_for_exit(watched)
+        LOGGER.debug("process %d, which started this stage, has ended", watched)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def _parents() -> dict[int, int]:
@@ -74,7 +145,7 @@ def kill_tree(groups: Iterable[int] = (), descendants_too: bool = True) -> None:
 
 
 def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[int]]) -> None:
-    """On SIGTERM, SIGINT or SIGHUP (also sent when the parent, e.g. ``dvc repro``, dies): kill every process
+    """On SIGTERM, SIGINT or SIGHUP (also sent when the launcher, e.g. ``dvc repro``, dies): kill every process
     this one started, run ``cleanup`` and exit with 128 + the signal's number, without another word written."""
     def stop(signum: int, _frame: object) -> None:
         kill_tree(groups())
@@ -88,3 +159,4 @@ def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[i
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
     die_with_parent(signal.SIGTERM)
+    stop_when_launcher_ends(signal.SIGTERM)
