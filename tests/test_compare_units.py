@@ -139,3 +139,9 @@ def test_tampered_predictions_give_a_clear_error(two_runs: tuple[Side, Side]) ->
     path.write_text("label,guess\n")
     with pytest.raises(CompareError, match=r"has the columns \['label', 'guess'\]"):
         compare(first, second)
+
+
+def test_a_side_lists_its_models_in_the_reports_order(tmp_path: Path) -> None:
+    for model in ("attention", "zeta", "rnn", "cnn", "alpha"):
+        write_run(tmp_path, model, ["cat"], ["cat"])
+    assert Side(tmp_path, "workspace", None).models() == ["cnn", "rnn", "attention", "alpha", "zeta"]

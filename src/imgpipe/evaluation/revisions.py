@@ -12,6 +12,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from imgpipe.models.registry import in_table_order
+
 WORKSPACE = "workspace"
 
 
@@ -75,11 +77,12 @@ class Side:
     def models(self) -> list[str]:
         """The models this side has test-set predictions of (``evaluation/<model>/predictions.csv``)."""
         if self.commit is None:
-            files = sorted(self.root.glob("evaluation/*/predictions.csv"))
-            return [file.parent.name for file in files]
-        listed = git(self.root, "ls-tree", "-r", "--name-only", self.commit, "evaluation") or ""
-        return [PurePosixPath(name).parent.name for name in listed.split()
-                if PurePosixPath(name).name == "predictions.csv" and len(PurePosixPath(name).parts) == 3]
+            names = [file.parent.name for file in self.root.glob("evaluation/*/predictions.csv")]
+        else:
+            listed = git(self.root, "ls-tree", "-r", "--name-only", self.commit, "evaluation") or ""
+            names = [PurePosixPath(name).parent.name for name in listed.split()
+                     if PurePosixPath(name).name == "predictions.csv" and len(PurePosixPath(name).parts) == 3]
+        return in_table_order(names)
 
     def run_date(self) -> str:
         """When this side's results were made: 'committed <date>', or the newest predictions file's time."""
