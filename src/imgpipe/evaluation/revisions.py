@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from imgpipe.models.registry import in_table_order
+from imgpipe.models.registry import family_names
 
 WORKSPACE = "workspace"
 
@@ -91,6 +91,12 @@ class Side:
             return f"committed {_utc(float(stamp))}" if stamp else "commit date unknown"
         times = [file.stat().st_mtime for file in self.root.glob("evaluation/*/predictions.csv")]
         return f"results of {_utc(max(times))}" if times else "no results"
+
+
+def in_table_order(names: list[str]) -> list[str]:
+    """``names`` in the report's order: registered families by rank, then any other name alphabetically."""
+    order = {name: position for position, name in enumerate(family_names())}
+    return sorted(names, key=lambda name: (order.get(name, len(order)), name))
 
 
 def _utc(timestamp: float) -> str:

@@ -73,12 +73,6 @@ def family_names() -> tuple[str, ...]:
     return tuple(family.name for family in all_families())
 
 
-def in_table_order(names: Sequence[str]) -> list[str]:
-    """``names`` in table order: registered families by rank, then any other name alphabetically."""
-    order = {name: position for position, name in enumerate(family_names())}
-    return sorted(names, key=lambda name: (order.get(name, len(order)), name))
-
-
 def family(name: str) -> Family:
     """The family called ``name``; a ValueError naming the known ones otherwise."""
     for candidate in all_families():
