@@ -363,7 +363,7 @@ def _kernels(project: Path) -> list[int]:
                                               ("imgpipe run", None)])
 def test_a_signal_stops_the_kernel_and_everything_it_started(repo: Path, tmp_path: Path, target: str,
                                                              shell: str | None) -> None:
-    """bash runs the stage's command in its own place (``dvc`` is its parent); dash keeps a ``sh -c`` between."""
+    """DVC runs the stage through ``$SHELL -c``; the shell (bash or dash) stays between dvc and ``imgpipe run``."""
     project, before = _long_training(repo, tmp_path)
     command = ["dvc", "repro", "train@cnn"] if target == "dvc repro" else ["imgpipe", "run", "train", "cnn"]
     log = tmp_path / "run.log"

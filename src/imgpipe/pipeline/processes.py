@@ -5,8 +5,8 @@ and the kernel may start decoding processes or a gRPC server. When the stage is 
 ``imgpipe run``, or to ``dvc repro`` above it — all of them must stop at once, or they would go on to
 write outputs that ``dvc.lock`` never records. Linux's ``PR_SET_PDEATHSIG`` ties a process to its
 parent's life; where the parent is only a ``sh -c`` wrapper (DVC runs a stage's command through
-``$SHELL``, or ``/bin/sh`` when that is unset, and dash does not ``exec`` the command), a thread
-watches the process that ran the wrapper instead. :func:`kill_tree` ends every process below this one
+``$SHELL -c``, or ``/bin/sh -c`` when that is unset, and the shell may stay alive as the parent), a
+thread watches the process that ran the wrapper instead. :func:`kill_tree` ends every process below this one
 and their process groups.
 """
 
@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -42,12 +43,13 @@ def _command_line(pid: int) -> list[str]:
         return []
 
 
-def _parent_of(pid: int) -> int:
+def _parent_of(pid: int | str) -> int:
+    """The parent's id of process ``pid`` from /proc (0 when it is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0
-    return int(stat[stat.rindex(")") + 2:].split()[1])
+    return int(stat[stat.rindex(")") + 2:].split()[1])   # the command name may hold spaces and parentheses
 
 
 def _is_command_wrapper(pid: int) -> bool:
@@ -76,7 +78,7 @@ def _wait_for_exit(pid: int) -> None:
                 return
             except PermissionError:
                 pass
-            threading.Event().wait(1.0)
+            time.sleep(1.0)
     try:
         select.select([descriptor], [], [])               # a pidfd becomes readable when its process ends
     finally:
@@ -86,10 +88,8 @@ def _wait_for_exit(pid: int) -> None:
 def stop_when_launcher_ends(signum: int = signal.SIGTERM) -> None:
     """Send ``signum`` to this process when its launcher ends, where a ``sh -c`` wrapper stands between them
     (``PR_SET_PDEATHSIG`` covers a direct parent)."""
-    if not _is_command_wrapper(os.getppid()):
-        return
     watched = launcher()
-    if watched <= 1:
+    if watched == os.getppid() or watched <= 1:
         return
 
     def watch() -> None:
@@ -102,17 +102,8 @@ def stop_when_launcher_ends(signum: int = signal.SIGTERM) -> None:
 
 def _parents() -> dict[int, int]:
     """Every visible process id and its parent's, from /proc."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()   # the command name may hold spaces and parentheses
-        parents[int(entry.name)] = int(fields[1])
-    return parents
+    parents = {int(entry.name): _parent_of(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+    return {pid: parent for pid, parent in parents.items() if parent}
 
 
 def descendants(pid: int) -> list[int]:
