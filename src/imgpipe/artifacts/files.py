@@ -55,14 +55,6 @@ def save_json(payload: Any, path: Path) -> None:
     save_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", path)
 
 
-def save_text(text: str, path: Path) -> None:
-    """Write UTF-8 text atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-
-
 def load_json(path: Path) -> Any:
     """Read a JSON file."""
     return json.loads(path.read_text())
