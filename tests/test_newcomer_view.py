@@ -164,3 +164,19 @@ def test_dvc_plots_colour_each_model_as_the_report_does(project_root: Path) -> N
     names = ["cnn", "rnn", "attention"]
     report = {name: matplotlib.colors.to_hex(rgb) for name, rgb in plots.model_colours(names).items()}
     assert dict(zip(names, colour["scale"]["range"])) == report
+
+
+def test_summary_marks_a_stage_whose_outputs_changed_after_the_timed_run(tmp_path: Path) -> None:
+    timed = "validation accuracy 92.52% (epoch 10 of 10)"
+    stagelog.record_stage(tmp_path, "train@rnn", "train", 290.1, timed)
+    stagelog.record_stage(tmp_path, "train@cnn", "train", 270.5, "validation accuracy 94.08% (epoch 11 of 12)")
+    in_place = {"train@rnn": "validation accuracy 92.15% (epoch 10 of 10)",
+                "train@cnn": "validation accuracy 94.08% (epoch 11 of 12)"}
+    table = stagelog.summary_table(tmp_path, in_place.__getitem__).splitlines()
+    rnn_row = next(row for row in table if row.startswith("train@rnn"))
+    cnn_row = next(row for row in table if row.startswith("train@cnn"))
+    assert rnn_row.endswith(f"{timed} {stagelog.STALE_MARK} now: {in_place['train@rnn']}")
+    assert stagelog.STALE_MARK not in cnn_row
+    assert table[-1].startswith(stagelog.STALE_MARK) and "dvc repro -f -s" in table[-1]
+    unchanged = stagelog.summary_table(tmp_path, lambda name: {**in_place, "train@rnn": timed}[name])
+    assert stagelog.STALE_MARK not in unchanged

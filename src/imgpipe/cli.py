@@ -16,7 +16,7 @@ from typing import Any
 
 from imgpipe import __version__
 from imgpipe.artifacts.files import load_json, remove_leftovers, save_json, save_text
-from imgpipe.artifacts.paths import project_paths
+from imgpipe.artifacts.paths import ProjectPaths, project_paths
 from imgpipe.config.schema import ParamsError, load_params
 from imgpipe.data.fetch import DataFetchError, fetch_fashion_mnist
 from imgpipe.evaluation.revisions import CompareError
@@ -177,12 +177,22 @@ def _run_stage(stage_name: str, model: str | None, verbose: bool) -> None:
     paths = project_paths()
     name = f"{stage_name}@{model}" if model else stage_name
     run_stage(paths, stage_name, model, kernel_level=logging.DEBUG if verbose else logging.WARNING)
-    metrics = paths.model_metrics(stage_name, model) if model else paths.stage_metrics(stage_name)
-    figure = stagelog.key_figure(stage_name, load_json(metrics) if metrics.is_file() else {})
     LOGGER.info("%s", stagelog.record_stage(paths.root / ".imgpipe" / "stages", name, stage_name,
-                                            time.monotonic() - started, figure))
+                                            time.monotonic() - started, _current_figure(paths, name)))
     if stage_name == "report":
-        sys.stdout.write(stagelog.summary_table(paths.root / ".imgpipe" / "stages") + "\n")
+        _write_summary(paths)
+
+
+def _current_figure(paths: ProjectPaths, name: str) -> str:
+    """The key figure of stage ``name`` (``stage`` or ``stage@model``) from its metrics file as it is now."""
+    stage_name, _, model = name.partition("@")
+    metrics = paths.model_metrics(stage_name, model) if model else paths.stage_metrics(stage_name)
+    return stagelog.key_figure(stage_name, load_json(metrics) if metrics.is_file() else {})
+
+
+def _write_summary(paths: ProjectPaths) -> None:
+    table = stagelog.summary_table(paths.root / ".imgpipe" / "stages", lambda name: _current_figure(paths, name))
+    sys.stdout.write(table + "\n")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -220,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args.model, args.inputs, args.json, args.export_dir, args.top, args.trust_model,
                             args.max_pixels)
         elif args.command == "summary":
-            sys.stdout.write(stagelog.summary_table(project_paths().root / ".imgpipe" / "stages") + "\n")
+            _write_summary(project_paths())
         elif args.command == "verify":
             return _verify(args.keep)
         elif args.command == "compare":

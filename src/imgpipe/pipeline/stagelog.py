@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +111,35 @@ def summary_line(entry: dict[str, Any]) -> str:
     return f"{entry['name']:<20} {entry['seconds']:>7.1f} s  {entry['figure']}"
 
 
-def summary_table(records: Path) -> str:
-    """Every recorded stage in pipeline order: name, time, key figure, when it finished."""
+def summary_table(records: Path, current_figure: Callable[[str], str] | None = None) -> str:
+    """Every recorded stage in pipeline order: name, time, key figure, when it finished.
+
+    ``current_figure(name)`` gives the key figure of the outputs in place now. Where it differs from the
+    recorded one, those outputs did not come from the timed run (a ``dvc checkout``, a restore from the
+    cache, a later edit), and the row says so and shows both.
+    """
     entries = [json.loads(path.read_text(encoding="utf-8")) for path in records.glob("*.json")]
     if not entries:
         return "No stage has run here yet (run `dvc repro`)."
     rank = {stage: index for index, stage in enumerate(STAGE_ORDER)}
     entries.sort(key=lambda entry: (rank.get(entry["stage"], len(rank)), entry["finished"], entry["name"]))
     header = f"{'stage':<20} {'time':>9}  {'finished':<19}  result"
-    rows = [f"{entry['name']:<20} {entry['seconds']:>7.1f} s  {entry['finished']:<19}  {entry['figure']}"
-            for entry in entries]
+    rows = [f"{entry['name']:<20} {entry['seconds']:>7.1f} s  {entry['finished']:<19}  "
+            f"{_result(entry, current_figure)}" for entry in entries]
     total = sum(entry["seconds"] for entry in entries)
-    return "\n".join([header, "-" * len(header), *rows, "-" * len(header), f"{'total':<20} {total:>7.1f} s"])
+    lines = [header, "-" * len(header), *rows, "-" * len(header), f"{'total':<20} {total:>7.1f} s"]
+    if any(STALE_MARK in row for row in rows):
+        lines.append(f"{STALE_MARK} the outputs in place now are not those of the run timed here; "
+                     "rerun the stage (`dvc repro -f -s NAME`) to time them.")
+    return "\n".join(lines)
+
+
+STALE_MARK = "(*)"
+
+
+def _result(entry: dict[str, Any], current_figure: Callable[[str], str] | None) -> str:
+    """The recorded figure; with the current one beside it when the outputs have changed since."""
+    now = current_figure(entry["name"]) if current_figure else entry["figure"]
+    if now == entry["figure"]:
+        return entry["figure"]
+    return f"{entry['figure']} {STALE_MARK} now: {now or 'no metrics file'}"
