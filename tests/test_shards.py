@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from imgpipe.training import batches
@@ -103,6 +104,19 @@ def test_training_input_loads_what_fits_the_budget_and_streams_what_does_not(dat
     np.testing.assert_array_equal(val_rows, PARTS["val"])
     val_labels = np.concatenate([y.numpy().argmax(axis=1) for _, y in streamed.val])
     np.testing.assert_array_equal(val_labels, labels[PARTS["val"]])
+
+
+def test_every_batch_pipeline_runs_without_autotuning_and_shards_by_data(dataset, tmp_path: Path) -> None:
+    """An autotuned iterator's release waits for its performance model's timer, which held `fit` up for up to
+    half a minute after the last epoch; every pipeline the trainers read must have autotuning off."""
+    path, _, _ = dataset
+    write(path, tmp_path / "shards")
+    for budget_mb in (1, 0.01):                                   # in memory, then streamed from the shards
+        data = batches.training_input(tmp_path / "shards", 16, 0, None, memory_budget_mb=budget_mb)
+        for pipeline in (data.train.from_epoch(0, 2), data.val):
+            options = pipeline.options()
+            assert options.autotune.enabled is False, (budget_mb, pipeline)
+            assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
 
 
 def test_a_streamed_epoch_is_a_pure_function_of_seed_and_epoch(dataset, tmp_path: Path) -> None:

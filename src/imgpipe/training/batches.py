@@ -75,10 +75,18 @@ def _model_inputs(num_classes: int):
     return lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes))
 
 
-def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """In-memory data has no files to shard: multi-worker training splits it batch by batch."""
+def _with_pipeline_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The options every batch pipeline here ends with.
+
+    * Sharding by data: in-memory data has no files to shard, so multi-worker training splits it batch by batch.
+    * No tf.data autotuning: releasing an autotuned iterator waits for the thread of its performance model,
+      which sleeps on a timer of up to a minute, so ``fit`` returned up to half a minute after its last epoch
+      in one run out of four. ``AUTOTUNE`` parallelism then means one call per core and prefetching sizes its
+      own buffer; the batches do not change, and the epochs took as long as with autotuning.
+    """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.autotune.enabled = False
     return dataset.with_options(options)
 
 
@@ -87,7 +95,7 @@ def validation_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int,
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.batch(batch_size).map(_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
-    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+    return _with_pipeline_options(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 class SeededBatches(ABC):
@@ -134,7 +142,7 @@ class SeededBatches(ABC):
         else:
             prepare = lambda x, y, step: to_inputs(x, y)  # noqa: E731
         dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+        return _with_pipeline_options(dataset.prefetch(tf.data.AUTOTUNE))
 
     def _settings(self) -> bytes:
         return json.dumps([self.num_classes, self.batch_size, self.seed, self.augment]).encode()
@@ -238,7 +246,7 @@ def stream_part(part: ShardedPart, num_classes: int, batch_size: int) -> tf.data
                                          deterministic=True)
     # Reading through numpy_function hides the length; stating it lets Keras know where validation ends.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(part.images, batch_size)))
-    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+    return _with_pipeline_options(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def _shard_files(part: ShardedPart) -> tf.Tensor:
