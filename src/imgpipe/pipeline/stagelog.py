@@ -19,6 +19,7 @@ from typing import Any
 
 STAGE_ORDER = ("preprocess", "split", "train", "crossval", "evaluate", "export", "report")
 VERBOSE_ENV = "IMGPIPE_VERBOSE"
+STALE_MARK = "(*)"
 _RECORD = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):([\w.\-]+):(.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -124,22 +125,14 @@ def summary_table(records: Path, current_figure: Callable[[str], str] | None = N
     rank = {stage: index for index, stage in enumerate(STAGE_ORDER)}
     entries.sort(key=lambda entry: (rank.get(entry["stage"], len(rank)), entry["finished"], entry["name"]))
     header = f"{'stage':<20} {'time':>9}  {'finished':<19}  result"
-    rows = [f"{entry['name']:<20} {entry['seconds']:>7.1f} s  {entry['finished']:<19}  "
-            f"{_result(entry, current_figure)}" for entry in entries]
+    changed = {entry["name"]: now for entry in entries
+               if current_figure and (now := current_figure(entry["name"])) != entry["figure"]}
+    rows = [f"{entry['name']:<20} {entry['seconds']:>7.1f} s  {entry['finished']:<19}  {entry['figure']}"
+            + (f" {STALE_MARK} now: {changed[entry['name']] or 'no metrics file'}" if entry["name"] in changed else "")
+            for entry in entries]
     total = sum(entry["seconds"] for entry in entries)
     lines = [header, "-" * len(header), *rows, "-" * len(header), f"{'total':<20} {total:>7.1f} s"]
-    if any(STALE_MARK in row for row in rows):
+    if changed:
         lines.append(f"{STALE_MARK} the outputs in place now are not those of the run timed here; "
                      "rerun the stage (`dvc repro -f -s NAME`) to time them.")
     return "\n".join(lines)
-
-
-STALE_MARK = "(*)"
-
-
-def _result(entry: dict[str, Any], current_figure: Callable[[str], str] | None) -> str:
-    """The recorded figure; with the current one beside it when the outputs have changed since."""
-    now = current_figure(entry["name"]) if current_figure else entry["figure"]
-    if now == entry["figure"]:
-        return entry["figure"]
-    return f"{entry['figure']} {STALE_MARK} now: {now or 'no metrics file'}"
