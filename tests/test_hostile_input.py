@@ -27,12 +27,13 @@ import yaml
 from PIL import Image
 
 from imgpipe.config.schema import PreprocessParams
-from imgpipe.artifacts.files import remove_leftovers
+from imgpipe.artifacts.files import remove_leftovers, remove_path
 from imgpipe.data import synthetic
 from imgpipe.data.decode import DecodeSettings, DecodeWorkerDied, check_memory, decode_files
 from imgpipe.data.preprocess import load_raw
 from imgpipe.data.sources import DataError, read_manifest
 from imgpipe.pipeline.processes import descendants
+from imgpipe.pipeline.safekeeping import BACKUP_ROOT, OutputBackup
 from imgpipe.config.resources import ResourceError
 from imgpipe.training.distribute import ClusterConfigError, check_tf_config
 from tests.helpers import BIN, GIT_IDENTITY, run
@@ -372,6 +373,9 @@ def test_a_signal_stops_the_kernel_and_everything_it_started(repo: Path, tmp_pat
         wait_for(lambda: _training_underway(project) or process.poll() is not None, "the first epoch", log=log)
         assert process.poll() is None and _kernels(project), log.read_text()[-3000:]
         os.kill(process.pid, signal.SIGTERM)            # to dvc (or imgpipe) alone, not to its process group
+        if target == "imgpipe run":                     # what dvc does: it passes SIGTERM on to the stage and
+            time.sleep(0.004)                           # dies, and the stage's parent-death signal follows
+            os.kill(process.pid, signal.SIGTERM)
         wait_for(lambda: process.poll() is not None, f"{target} to end after SIGTERM", 300, log)
         wait_for(lambda: not processes_in(project), "every process of the stage to end", 300, log)
     finally:
@@ -495,8 +499,6 @@ def test_a_full_disk_ends_in_one_message_and_leaves_no_partial_files(project: Pa
 
 
 def test_a_failed_or_killed_stage_gets_its_previous_outputs_back(tmp_path: Path) -> None:
-    from imgpipe.pipeline.safekeeping import OutputBackup
-
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"foreach": ["cnn"], "do": {
         "cmd": "imgpipe run train ${item}",
         "outs": [{"models/${item}.keras": {"persist": True}}, {"checkpoints/${item}": {"persist": True}},
@@ -523,3 +525,36 @@ def test_a_failed_or_killed_stage_gets_its_previous_outputs_back(tmp_path: Path)
     (tmp_path / "models/cnn.keras").write_bytes(b"half a model")   # then the run is SIGKILLed: no restore
     OutputBackup(tmp_path, "train", "cnn").save()                  # the next run restores first
     assert (tmp_path / "models/cnn.keras").read_bytes() == b"good model"
+
+
+@pytest.mark.parametrize("interrupted_at", range(4))
+def test_a_restore_stopped_halfway_and_run_again_puts_back_exactly_the_saved_outputs(tmp_path: Path,
+                                                                                    interrupted_at: int) -> None:
+    """A stop may arrive while a failed stage is being restored; the second restore must not remove what the
+    first one already put back (the interrupted output is removed but not yet replaced)."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"foreach": ["cnn"], "do": {
+        "cmd": "imgpipe run train ${item}",
+        "outs": [{"models/${item}.keras": {"persist": True}}, {"dvclive/train/${item}": {"persist": True}}],
+        "metrics": [{"metrics/train/${item}.json": {"persist": True}}]}}}}))
+    saved = {"models/cnn.keras": b"good model", "metrics/train/cnn.json": b"{\"accuracy\": 0.9}"}
+    for name, content in saved.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    first = OutputBackup(tmp_path, "train", "cnn")
+    first.save()                                       # dvclive/train/cnn does not exist yet
+    (tmp_path / "models/cnn.keras").write_bytes(b"half a model")
+    (tmp_path / "metrics/train/cnn.json").unlink()
+    (tmp_path / "dvclive/train/cnn").mkdir(parents=True)
+    (tmp_path / "dvclive/train/cnn/metrics.json").write_bytes(b"{}")
+
+    for output in first.outputs[:interrupted_at]:
+        first.restore_output(output)
+    if interrupted_at < len(first.outputs):
+        remove_path(first.outputs[interrupted_at])
+    OutputBackup(tmp_path, "train", "cnn").restore()
+
+    found = {path.relative_to(tmp_path).as_posix(): path.read_bytes()
+             for folder in ("models", "metrics", "dvclive") if (tmp_path / folder).is_dir()
+             for path in (tmp_path / folder).rglob("*") if path.is_file()}
+    assert found == saved
+    assert not (tmp_path / BACKUP_ROOT / "train-cnn").exists()

@@ -20,7 +20,8 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f"{stem}.partial{dot}{suffixes}")
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file, a link or a folder with its contents (nothing when it does not exist)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
@@ -33,14 +34,14 @@ def atomic_path(target: Path) -> Iterator[Path]:
     succeeds and is removed when it fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)
-    _remove(partial)
+    remove_path(partial)
     try:
         yield partial
         if partial.is_dir():
-            _remove(target)                 # a folder cannot be renamed over a non-empty one
+            remove_path(target)             # a folder cannot be renamed over a non-empty one
         partial.replace(target)
     except BaseException:
-        _remove(partial)
+        remove_path(partial)
         raise
 
 

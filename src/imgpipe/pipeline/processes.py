@@ -137,8 +137,11 @@ def kill_tree(groups: Iterable[int] = (), descendants_too: bool = True) -> None:
 
 def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[int]]) -> None:
     """On SIGTERM, SIGINT or SIGHUP (also sent when the launcher, e.g. ``dvc repro``, dies): kill every process
-    this one started, run ``cleanup`` and exit with 128 + the signal's number, without another word written."""
+    this one started, run ``cleanup`` and exit with 128 + the signal's number, without another word written.
+    A second signal while stopping is ignored: the first one's cleanup runs to its end."""
     def stop(signum: int, _frame: object) -> None:
+        for other in STOP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
         kill_tree(groups())
         try:
             cleanup()

@@ -7,20 +7,29 @@ curves, …). :class:`OutputBackup` copies the stage's declared outputs aside be
 and puts them back if the stage fails or is stopped, so the workspace never mixes a failed run's files
 with the outputs ``dvc.lock`` records. A backup still there when a stage starts belongs to a run that
 was killed outright (SIGKILL): it is restored first.
+
+Restoring may itself be interrupted (a second signal, a stop arriving while a failure is being cleaned
+up) and run again: it only replaces an output whose copy is still in the backup, and removes only the
+outputs the backup lists as absent, so a second restore never deletes what the first one put back.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
 import yaml
 
+from imgpipe.artifacts.files import remove_path
+
 LOGGER = logging.getLogger(__name__)
 BACKUP_ROOT = Path(".dvc") / "tmp" / "imgpipe-outputs"
 # Outputs that must survive a failure as they are: the per-epoch training backup a resumed run needs.
 NOT_RESTORED = ("checkpoints/",)
+# In the backup folder: the outputs that did not exist when it was made (a restore removes them).
+ABSENT_LIST = ".absent-outputs.json"
 
 
 def stage_outputs(root: Path, stage: str, model_name: str | None) -> list[Path]:
@@ -48,38 +57,64 @@ class OutputBackup:
         else:
             shutil.copy2(source, target, follow_symlinks=False)
 
+    def _relative(self, output: Path) -> str:
+        return output.relative_to(self.root).as_posix()
+
     def save(self) -> None:
         """Restore what a killed run left behind, then copy the current outputs aside."""
         if self.folder.exists():
             LOGGER.info("an earlier run of this stage was killed: restoring its previous outputs first")
             self.restore()
         partial = self.folder.with_name(self.folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        for stale in (partial, self._dropped()):
+            shutil.rmtree(stale, ignore_errors=True)
         try:
+            partial.mkdir(parents=True)
+            absent = []
             for output in self.outputs:
                 if output.exists() or output.is_symlink():
-                    self._copy(output, partial / output.relative_to(self.root))
-            partial.mkdir(parents=True, exist_ok=True)
+                    self._copy(output, partial / self._relative(output))
+                else:
+                    absent.append(self._relative(output))
+            (partial / ABSENT_LIST).write_text(json.dumps(absent))
             partial.replace(self.folder)
         except BaseException:          # e.g. a full disk: no half copy is left, nothing else was touched
             shutil.rmtree(partial, ignore_errors=True)
             raise
 
     def restore(self) -> None:
-        """Put every output back as it was when :meth:`save` ran (outputs it did not find are removed)."""
+        """Put every output back as it was when :meth:`save` ran (outputs it did not find are removed).
+
+        Safe to run again after an interruption: see :meth:`restore_output`."""
         if not self.folder.is_dir():
             return
         for output in self.outputs:
-            kept = self.folder / output.relative_to(self.root)
-            if output.is_dir() and not output.is_symlink():
-                shutil.rmtree(output)
-            elif output.exists() or output.is_symlink():
-                output.unlink()
-            if kept.exists() or kept.is_symlink():
-                output.parent.mkdir(parents=True, exist_ok=True)
-                kept.replace(output)
+            self.restore_output(output)
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def restore_output(self, output: Path) -> None:
+        """Put one output back: its kept copy replaces it, or it is removed if the backup lists it absent.
+
+        An output whose copy is gone and which is not listed absent was put back by an earlier restore
+        that was interrupted: it is left alone."""
+        kept = self.folder / self._relative(output)
+        if kept.exists() or kept.is_symlink():
+            remove_path(output)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            kept.replace(output)
+        elif self._relative(output) in self._absent():
+            remove_path(output)
+
+    def _absent(self) -> set[str]:
+        listing = self.folder / ABSENT_LIST
+        return set(json.loads(listing.read_text())) if listing.is_file() else set()
+
+    def _dropped(self) -> Path:
+        return self.folder.with_name(self.folder.name + ".dropped")
+
     def drop(self) -> None:
-        """The stage succeeded: its new outputs stay."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """The stage succeeded: its new outputs stay. The backup is renamed away in one step first, so a
+        stop arriving meanwhile finds either the whole backup or none."""
+        if self.folder.is_dir():
+            self.folder.replace(self._dropped())
+        shutil.rmtree(self._dropped(), ignore_errors=True)
