@@ -33,7 +33,7 @@ from imgpipe.data.decode import DecodeSettings, DecodeWorkerDied, check_memory, 
 from imgpipe.data.preprocess import load_raw
 from imgpipe.data.sources import DataError, read_manifest
 from imgpipe.pipeline.processes import descendants
-from imgpipe.pipeline.safekeeping import BACKUP_ROOT, OutputBackup
+from imgpipe.pipeline.safekeeping import ABSENT_LIST, BACKUP_ROOT, OutputBackup
 from imgpipe.config.resources import ResourceError
 from imgpipe.training.distribute import ClusterConfigError, check_tf_config
 from tests.helpers import BIN, GIT_IDENTITY, run
@@ -527,34 +527,63 @@ def test_a_failed_or_killed_stage_gets_its_previous_outputs_back(tmp_path: Path)
     assert (tmp_path / "models/cnn.keras").read_bytes() == b"good model"
 
 
+def _train_stage_outputs(root: Path, present: dict[str, bytes]) -> list[str]:
+    """A dvc.yaml whose train stage declares a model, a curves folder and a metrics file; ``present`` written."""
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"foreach": ["cnn"], "do": {
+        "cmd": "imgpipe run train ${item}",
+        "outs": [{"models/${item}.keras": {"persist": True}}, {"dvclive/train/${item}": {"persist": True}}],
+        "metrics": [{"metrics/train/${item}.json": {"persist": True}}]}}}}))
+    for name, content in present.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return ["models", "dvclive", "metrics"]
+
+
+def _files_under(root: Path, folders: list[str]) -> dict[str, bytes]:
+    return {path.relative_to(root).as_posix(): path.read_bytes() for folder in folders if (root / folder).is_dir()
+            for path in (root / folder).rglob("*") if path.is_file()}
+
+
+def _a_failed_run(root: Path) -> None:
+    """What a failed training leaves: a half-written model, new curves, a metrics file that was absent."""
+    (root / "models/cnn.keras").write_bytes(b"half a model")
+    (root / "dvclive/train/cnn/new.tsv").write_bytes(b"step")
+    (root / "metrics/train").mkdir(parents=True, exist_ok=True)
+    (root / "metrics/train/cnn.json").write_bytes(b"{\"accuracy\": 0.1}")
+
+
 @pytest.mark.parametrize("interrupted_at", range(4))
 def test_a_restore_stopped_halfway_and_run_again_puts_back_exactly_the_saved_outputs(tmp_path: Path,
                                                                                     interrupted_at: int) -> None:
     """A stop may arrive while a failed stage is being restored; the second restore must not remove what the
-    first one already put back (the interrupted output is removed but not yet replaced)."""
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"foreach": ["cnn"], "do": {
-        "cmd": "imgpipe run train ${item}",
-        "outs": [{"models/${item}.keras": {"persist": True}}, {"dvclive/train/${item}": {"persist": True}}],
-        "metrics": [{"metrics/train/${item}.json": {"persist": True}}]}}}}))
-    saved = {"models/cnn.keras": b"good model", "metrics/train/cnn.json": b"{\"accuracy\": 0.9}"}
-    for name, content in saved.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(content)
+    first one already put back. The interrupted output is cut off halfway: a file removed but not yet
+    replaced, a folder half deleted."""
+    saved = {"models/cnn.keras": b"good model", "dvclive/train/cnn/metrics.json": b"{}",
+             "dvclive/train/cnn/plots/loss.tsv": b"step loss"}
+    folders = _train_stage_outputs(tmp_path, saved)
     first = OutputBackup(tmp_path, "train", "cnn")
-    first.save()                                       # dvclive/train/cnn does not exist yet
-    (tmp_path / "models/cnn.keras").write_bytes(b"half a model")
-    (tmp_path / "metrics/train/cnn.json").unlink()
-    (tmp_path / "dvclive/train/cnn").mkdir(parents=True)
-    (tmp_path / "dvclive/train/cnn/metrics.json").write_bytes(b"{}")
+    first.save()                                       # metrics/train/cnn.json does not exist yet
+    _a_failed_run(tmp_path)
 
     for output in first.outputs[:interrupted_at]:
         first.restore_output(output)
     if interrupted_at < len(first.outputs):
-        remove_path(first.outputs[interrupted_at])
+        cut_off = first.outputs[interrupted_at]
+        remove_path(next(path for path in cut_off.rglob("*") if path.is_file()) if cut_off.is_dir() else cut_off)
     OutputBackup(tmp_path, "train", "cnn").restore()
 
-    found = {path.relative_to(tmp_path).as_posix(): path.read_bytes()
-             for folder in ("models", "metrics", "dvclive") if (tmp_path / folder).is_dir()
-             for path in (tmp_path / folder).rglob("*") if path.is_file()}
-    assert found == saved
+    assert _files_under(tmp_path, folders) == saved
+    assert not (tmp_path / "metrics/train/cnn.json").exists()
     assert not (tmp_path / BACKUP_ROOT / "train-cnn").exists()
+
+
+def test_a_backup_without_its_list_of_absent_outputs_still_removes_what_the_failed_run_added(tmp_path: Path) -> None:
+    """A backup made by an older imgpipe (no list): every output without a kept copy counts as absent."""
+    saved = {"models/cnn.keras": b"good model", "dvclive/train/cnn/metrics.json": b"{}"}
+    folders = _train_stage_outputs(tmp_path, saved)
+    backup = OutputBackup(tmp_path, "train", "cnn")
+    backup.save()
+    (backup.folder / ABSENT_LIST).unlink()
+    _a_failed_run(tmp_path)
+    OutputBackup(tmp_path, "train", "cnn").save()      # the next run restores the killed run's backup first
+    assert _files_under(tmp_path, folders) == saved

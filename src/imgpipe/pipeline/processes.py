@@ -140,8 +140,8 @@ def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[i
     this one started, run ``cleanup`` and exit with 128 + the signal's number, without another word written.
     A second signal while stopping is ignored: the first one's cleanup runs to its end."""
     def stop(signum: int, _frame: object) -> None:
-        for other in STOP_SIGNALS:
-            signal.signal(other, signal.SIG_IGN)
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
         kill_tree(groups())
         try:
             cleanup()
@@ -154,3 +154,10 @@ def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[i
         signal.signal(signum, stop)
     die_with_parent(signal.SIGTERM)
     stop_when_launcher_ends(signal.SIGTERM)
+
+
+def default_stop_signals() -> None:
+    """Give SIGTERM, SIGINT and SIGHUP back their default actions (a stage that has finished has nothing to
+    restore: a late signal ends the process without a word)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)

@@ -27,7 +27,7 @@ from imgpipe.artifacts.files import partial_path, remove_leftovers, save_json, s
 from imgpipe.artifacts.paths import STAGE_ENV, ProjectPaths
 from imgpipe.config.schema import load_params
 from imgpipe.models.registry import family_names
-from imgpipe.pipeline.processes import die_with_parent, kill_tree, stop_on_signals
+from imgpipe.pipeline.processes import default_stop_signals, die_with_parent, kill_tree, stop_on_signals
 from imgpipe.pipeline.safekeeping import OutputBackup
 from imgpipe.pipeline.stagelog import KernelLog
 from imgpipe.pipeline.stages import STAGES, Stage, stage
@@ -233,6 +233,7 @@ def run_stage(paths: ProjectPaths, stage_name: str, model_name: str | None = Non
         clean_up()
         LOGGER.info("the stage's previous outputs were restored")
         raise
+    default_stop_signals()                    # the new outputs are complete: nothing to restore any more
     backup.drop()
     LOGGER.debug("published %s", page.relative_to(paths.root))
     return page

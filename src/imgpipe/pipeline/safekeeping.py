@@ -70,7 +70,7 @@ class OutputBackup:
             shutil.rmtree(stale, ignore_errors=True)
         try:
             partial.mkdir(parents=True)
-            absent = []
+            absent: list[str] = []
             for output in self.outputs:
                 if output.exists() or output.is_symlink():
                     self._copy(output, partial / self._relative(output))
@@ -79,6 +79,7 @@ class OutputBackup:
             (partial / ABSENT_LIST).write_text(json.dumps(absent))
             partial.replace(self.folder)
         except BaseException:          # e.g. a full disk: no half copy is left, nothing else was touched
+                                       # (one cut short by a stop is removed by the next save)
             shutil.rmtree(partial, ignore_errors=True)
             raise
 
@@ -90,31 +91,37 @@ class OutputBackup:
             return
         for output in self.outputs:
             self.restore_output(output)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._discard()
 
     def restore_output(self, output: Path) -> None:
         """Put one output back: its kept copy replaces it, or it is removed if the backup lists it absent.
 
         An output whose copy is gone and which is not listed absent was put back by an earlier restore
-        that was interrupted: it is left alone."""
+        that was interrupted: it is left alone. (A backup without the list, made by an older imgpipe,
+        counts every output without a copy as absent.)"""
         kept = self.folder / self._relative(output)
+        absent = self._absent()
         if kept.exists() or kept.is_symlink():
             remove_path(output)
             output.parent.mkdir(parents=True, exist_ok=True)
             kept.replace(output)
-        elif self._relative(output) in self._absent():
+        elif absent is None or self._relative(output) in absent:
             remove_path(output)
 
-    def _absent(self) -> set[str]:
+    def _absent(self) -> set[str] | None:
+        """The outputs the backup lists as absent when it was made (None for a backup without the list)."""
         listing = self.folder / ABSENT_LIST
-        return set(json.loads(listing.read_text())) if listing.is_file() else set()
+        return set(json.loads(listing.read_text())) if listing.is_file() else None
 
     def _dropped(self) -> Path:
         return self.folder.with_name(self.folder.name + ".dropped")
 
     def drop(self) -> None:
-        """The stage succeeded: its new outputs stay. The backup is renamed away in one step first, so a
-        stop arriving meanwhile finds either the whole backup or none."""
+        """The stage succeeded: its new outputs stay."""
+        self._discard()
+
+    def _discard(self) -> None:
+        """Delete the backup, renamed away in one step first: a stop meanwhile finds all of it or none."""
         if self.folder.is_dir():
             self.folder.replace(self._dropped())
         shutil.rmtree(self._dropped(), ignore_errors=True)
