@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 LOGGER = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -140,8 +141,7 @@ def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[i
     this one started, run ``cleanup`` and exit with 128 + the signal's number, without another word written.
     A second signal while stopping is ignored: the first one's cleanup runs to its end."""
     def stop(signum: int, _frame: object) -> None:
-        for stop_signal in STOP_SIGNALS:
-            signal.signal(stop_signal, signal.SIG_IGN)
+        _on_stop_signals(signal.SIG_IGN)
         kill_tree(groups())
         try:
             cleanup()
@@ -150,8 +150,7 @@ def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[i
                          "files were removed and no output was written", signal.Signals(signum).name)
             os._exit(128 + signum)
 
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, stop)
+    _on_stop_signals(stop)
     die_with_parent(signal.SIGTERM)
     stop_when_launcher_ends(signal.SIGTERM)
 
@@ -159,5 +158,10 @@ def stop_on_signals(cleanup: Callable[[], None], groups: Callable[[], Iterable[i
 def default_stop_signals() -> None:
     """Give SIGTERM, SIGINT and SIGHUP back their default actions (a stage that has finished has nothing to
     restore: a late signal ends the process without a word)."""
+    _on_stop_signals(signal.SIG_DFL)
+
+
+def _on_stop_signals(action: Callable[[int, Any], None] | signal.Handlers) -> None:
+    """Set ``action`` (a handler, ``SIG_IGN`` or ``SIG_DFL``) for SIGTERM, SIGINT and SIGHUP."""
     for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, action)

@@ -100,12 +100,11 @@ class OutputBackup:
         that was interrupted: it is left alone. (A backup without the list, made by an older imgpipe,
         counts every output without a copy as absent.)"""
         kept = self.folder / self._relative(output)
-        absent = self._absent()
         if kept.exists() or kept.is_symlink():
             remove_path(output)
             output.parent.mkdir(parents=True, exist_ok=True)
             kept.replace(output)
-        elif absent is None or self._relative(output) in absent:
+        elif (absent := self._absent()) is None or self._relative(output) in absent:
             remove_path(output)
 
     def _absent(self) -> set[str] | None:
