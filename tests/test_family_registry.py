@@ -6,6 +6,7 @@ name in dvc.yaml's models list, nothing else — and reproduces the tiny DAG wit
 
 from __future__ import annotations
 
+import math
 import shutil
 import textwrap
 from pathlib import Path
@@ -67,7 +68,9 @@ def test_each_familys_schema_and_minimum_size_come_from_its_entry(project_root: 
     assert family("cnn").input_size_problem(cnn, 8, 8) == (
         f"8×8 images are too small for the cnn model: its {len(cnn.filters)} pooling blocks "
         f"(filters={cnn.filters}) need at least {2 ** len(cnn.filters)} pixels per side")
-    assert family("rnn").input_size_problem(params.train.rnn.architecture, 1, 1) is None
+    rnn = params.train.rnn.architecture
+    assert family("rnn").minimum_side(rnn) == math.prod(rnn.stem_strides)
+    assert family("rnn").input_size_problem(rnn.model_copy(update={"stem_filters": [], "stem_strides": []}), 1, 1) is None
     with pytest.raises(Exception, match="units"):
         model_train_schema("rnn").model_validate({**params.train.rnn.model_dump(), "architecture": {"cell": "gru"}})
 

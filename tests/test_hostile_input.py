@@ -288,8 +288,10 @@ def test_every_family_exports_only_allowed_operations(tmp_path: Path) -> None:
     assert not {"WriteFile", "ReadFile", "PyFunc", "EagerPyFunc", "PyFuncStateless", "MatchingFiles",
                 "ImmutableConst", "LoadLibrary"} & (SERVING_OPS | CHECKPOINT_OPS)
     architectures = [("cnn", {"filters": [4, 8], "convs_per_block": 2, "dense_units": 8}),
-                     ("rnn", {"cell": "gru", "units": 8, "layers": 2, "bidirectional": False}),
-                     ("rnn", {"cell": "lstm", "units": 8, "layers": 1, "bidirectional": True}),
+                     ("rnn", {"cell": "gru", "units": 8, "layers": 2, "bidirectional": False, "stem_filters": [4],
+                              "stem_strides": [2]}),
+                     ("rnn", {"cell": "lstm", "units": 8, "layers": 1, "bidirectional": True, "stem_filters": [],
+                              "stem_strides": []}),
                      ("attention", {"dim": 8, "heads": 2, "depth": 1, "mlp_ratio": 2, "stem_filters": [4, 8],
                                     "stem_strides": [2, 2]})]
     for number, (family, architecture) in enumerate(architectures):

@@ -16,7 +16,7 @@ from imgpipe.training import train
 
 ARCHITECTURES = {
     "cnn": {"filters": [8, 16], "convs_per_block": 1, "dense_units": 16},
-    "rnn": {"cell": "lstm", "units": 8, "layers": 2, "bidirectional": True},
+    "rnn": {"cell": "lstm", "units": 8, "layers": 2, "bidirectional": True, "stem_filters": [], "stem_strides": []},
     "attention": {"dim": 16, "heads": 2, "depth": 1, "mlp_ratio": 2, "stem_filters": [8, 16],
                   "stem_strides": [2, 2]},
 }

@@ -17,7 +17,7 @@ import yaml
 
 from imgpipe.config.schema import load_params
 from imgpipe.models.registry import family_names
-from imgpipe.pipeline.dependencies import stage_sources
+from imgpipe.pipeline.dependencies import imgpipe_closure, imported_modules, notebook_code, stage_sources
 from imgpipe.pipeline.hygiene import strip_notebook
 from imgpipe.pipeline.stages import STAGES, Stage, stage
 
@@ -100,3 +100,13 @@ def test_stage_declares_exactly_the_modules_its_notebook_imports(project_root: P
     declared = [dep for dep in deps if dep.startswith("notebooks/") or (dep.startswith("src/") and dep.endswith(".py"))]
     assert declared == stage_sources(entry, project_root)
     assert all((project_root / dep).exists() for dep in deps if dep.startswith("src/") and "${" not in dep)
+
+
+def test_a_module_only_the_family_modules_import_is_a_dependency_of_every_per_model_stage(project_root: Path) -> None:
+    # models/stem.py is imported by the rnn and attention modules alone, which are loaded by name, not by import.
+    notebooks = "\n".join(notebook_code(project_root / "notebooks" / stage(name).notebook) for name in STAGE_NAMES)
+    assert "imgpipe.models.stem" not in imgpipe_closure(imported_modules(notebooks, project_root / "src"),
+                                                        project_root / "src")
+    for name in STAGE_NAMES:
+        sources = stage_sources(stage(name), project_root)
+        assert ("src/imgpipe/models/stem.py" in sources) == stage(name).per_model, name

@@ -1,5 +1,6 @@
 """What each stage reads from ``src``: the imgpipe modules its notebook imports, followed through their own
-imports, plus its family's module for per-model stages (loaded by name from the registry).
+imports, plus its family's module for per-model stages (loaded by name from the registry) and what the
+family modules import.
 
 ``dvc.yaml`` must list exactly these files, or DVC would report a stage up to date after a change to code
 it runs; ``tools/sync_dvc_deps.py`` writes them and the tests hold them equal.
@@ -15,6 +16,7 @@ import nbformat
 from imgpipe.pipeline.stages import Stage
 
 FAMILY_MODULE = "src/imgpipe/models/families/${item}.py"
+FAMILIES_PACKAGE = "imgpipe.models.families"
 
 
 def module_file(module: str, src: Path) -> Path | None:
@@ -53,9 +55,18 @@ def notebook_code(path: Path) -> str:
     return "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
 
 
+def family_imports(src: Path) -> set[str]:
+    """The imgpipe modules the family modules import (the same list serves every model of a per-model stage)."""
+    folder = src / FAMILIES_PACKAGE.replace(".", "/")
+    return set().union(*(imported_modules(path.read_text(), src) for path in sorted(folder.glob("[!_]*.py"))))
+
+
 def stage_sources(entry: Stage, root: Path) -> list[str]:
     """The notebook and the ``src`` files a stage reads, as ``dvc.yaml`` lists them (sorted, notebook first)."""
     src = root / "src"
     modules = imgpipe_closure(imported_modules(notebook_code(root / "notebooks" / entry.notebook), src), src)
+    if entry.per_model:
+        modules |= imgpipe_closure(family_imports(src), src)
+    modules = {module for module in modules if not module.startswith(f"{FAMILIES_PACKAGE}.")}
     files = {f"src/{module.replace('.', '/')}.py" for module in modules}
     return [f"notebooks/{entry.notebook}", *sorted(files | ({FAMILY_MODULE} if entry.per_model else set()))]

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from pydantic import Field, model_validator
 
-from imgpipe.models.registry import Family, StrictSchema
+from imgpipe.models.registry import Family
+from imgpipe.models.stem import ConvStem, conv_stem, stem_downsampling
 
 
-class AttentionArchitecture(StrictSchema):
+class AttentionArchitecture(ConvStem):
     dim: int = Field(gt=0)
     heads: int = Field(ge=1)
     depth: int = Field(ge=1, le=12)
     mlp_ratio: int = Field(ge=1)
     stem_filters: list[int] = Field(min_length=1, description="widths of the stem's 3×3 conv-BN-ReLU layers")
-    stem_strides: list[int] = Field(min_length=1, description="the stride of each stem convolution (1 to 4)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "AttentionArchitecture":
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
-        if len(self.stem_filters) != len(self.stem_strides) or not all(1 <= s <= 4 for s in self.stem_strides):
-            raise ValueError(f"stem_strides={self.stem_strides} must hold one stride from 1 to 4 for each of "
-                             f"stem_filters={self.stem_filters}")
-        if min(self.stem_filters) < 1:
-            raise ValueError(f"stem_filters={self.stem_filters} must all be at least 1")
         return self
 
 
@@ -56,16 +50,12 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
     import keras
     from keras import layers
 
-    from imgpipe.models.layers import PositionEmbedding, classifier, normalizer, regularizer
+    from imgpipe.models.layers import PositionEmbedding, classifier, normalizer
 
     inputs = keras.Input(input_shape, name="image")
     x = normalizer(mean, std)(inputs)
     # Stem: 3×3 conv-BN-ReLU layers turn the image into a coarse grid of features (Xiao et al., 2021).
-    for index, (width, stride) in enumerate(zip(architecture.stem_filters, architecture.stem_strides, strict=True)):
-        x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=regularizer(l2),
-                          name=f"stem_conv{index}")(x)
-        x = layers.BatchNormalization(name=f"stem_bn{index}")(x)
-        x = layers.ReLU(name=f"stem_relu{index}")(x)
+    x = conv_stem(x, architecture, l2)
     # Tokens: a 1×1 projection of every grid cell to dim, plus a learned position embedding.
     x = layers.Conv2D(architecture.dim, 1, name="token_projection")(x)
     grid_height, grid_width = x.shape[1], x.shape[2]
@@ -83,7 +73,7 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
 FAMILY = Family(
     name="attention", rank=30, description="a hybrid vision transformer: conv stem, tokens, self-attention blocks",
     architecture=AttentionArchitecture, build=build,
-    minimum_side=lambda architecture: math.prod(architecture.stem_strides),
+    minimum_side=stem_downsampling,
     downsampling=lambda architecture: f"stem convolutions of strides {architecture.stem_strides}",
     interpretations=("saliency", "attention"),
 )

@@ -1,4 +1,4 @@
-"""rnn: recurrent layers (GRU or LSTM) reading the image one row per time step."""
+"""rnn: recurrent layers (GRU or LSTM) reading one row per time step — of the image, or of a conv stem's features."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from imgpipe.models.registry import Family, StrictSchema
+from imgpipe.models.registry import Family
+from imgpipe.models.stem import ConvStem, conv_stem, stem_downsampling
 
 
-class RnnArchitecture(StrictSchema):
+class RnnArchitecture(ConvStem):
     cell: Literal["lstm", "gru"]
     units: int = Field(gt=0)
     layers: int = Field(ge=1, le=4)
@@ -19,16 +20,20 @@ class RnnArchitecture(StrictSchema):
 
 def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float], std: Sequence[float],
           architecture: RnnArchitecture, dropout: float, l2: float):
-    """Recurrent layers reading the image one row at a time (row = time step, pixels × channels = features)."""
+    """Recurrent layers reading one row at a time (row = time step, pixels × channels = features).
+
+    With a stem, the rows are those of its feature map: a stride-2 stem halves the sequence and gives
+    each step the features of a 3×3 neighbourhood instead of raw pixels.
+    """
     import keras
     from keras import layers
 
     from imgpipe.models.layers import classifier, normalizer, regularizer
 
-    height, width, channels = input_shape
     cell = architecture.cell
     inputs = keras.Input(input_shape, name="image")
-    x = normalizer(mean, std)(inputs)
+    x = conv_stem(normalizer(mean, std)(inputs), architecture, l2)
+    height, width, channels = x.shape[1:]
     x = layers.Reshape((height, width * channels), name="rows")(x)
     recurrent = {"lstm": layers.LSTM, "gru": layers.GRU}[cell]
     for index in range(architecture.layers):
@@ -41,8 +46,8 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
 
 
 FAMILY = Family(
-    name="rnn", rank=20, description="recurrent layers reading the image one row per time step",
-    architecture=RnnArchitecture, build=build,
-    minimum_side=lambda architecture: 1, downsampling=lambda architecture: "rows",
+    name="rnn", rank=20, description="recurrent layers reading one row per time step (of a conv stem's features)",
+    architecture=RnnArchitecture, build=build, minimum_side=stem_downsampling,
+    downsampling=lambda architecture: f"stem convolutions of strides {architecture.stem_strides}",
     interpretations=("saliency",),
 )
