@@ -1,27 +1,28 @@
-"""Median time of one training batch of 128 for a model family and architecture (naive `fit`, float32).
+"""Median time of one training batch for a model family and architecture (naive `fit`).
 
-The per-batch figures in the performance notes were measured with this.
-Needs `make data`. Set JIT=1 to compile with XLA.
+The per-batch figures in the performance notes were measured with this. Needs `make data`.
 
 Usage: python -m imgpipe.bench.step_time cnn '{"filters": [16, 64, 128, 256], "convs_per_block": 1, "dense_units": 128}'
+       [--batch-size 128] [--precision float32|mixed_bfloat16] [--images 6400]
+Set JIT=1 to compile with XLA.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any
 
 import keras
 import numpy as np
 
-from imgpipe.models import builders as models
-from imgpipe.training.batches import channel_statistics
 from imgpipe.artifacts.paths import project_paths
 from imgpipe.data.preprocess import read_idx_images
+from imgpipe.models import builders as models
+from imgpipe.training.batches import channel_statistics
 
 LOGGER = logging.getLogger("step_time")
 BATCH_SIZE = 128
@@ -42,20 +43,34 @@ class BatchTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._started)
 
 
-def median_step_ms(model_name: str, architecture: dict[str, Any], jit_compile: bool, images: int = 6400) -> float:
+def median_step_ms(model_name: str, architecture: dict[str, Any], jit_compile: bool, images: int = 6400,
+                   batch_size: int = BATCH_SIZE, policy: str = "float32") -> float:
     """Median milliseconds of a batch over the second of two epochs of ``images`` training images."""
+    keras.mixed_precision.set_global_policy(policy)
     x, y = read_idx_images(project_paths().raw_data / "train-images-idx3-ubyte.gz", images)
     mean, std = channel_statistics(x)
     model = models.build_model(model_name, x.shape[1:], 10, mean, std, architecture, dropout=0.1, l2=0.0)
     model.compile("adam", "sparse_categorical_crossentropy", jit_compile=jit_compile)
     timer = BatchTimer()
-    model.fit(x.astype(np.float32), y, batch_size=BATCH_SIZE, epochs=2, verbose=0, callbacks=[timer])
-    return 1000 * float(np.median(timer.seconds[images // BATCH_SIZE:]))
+    model.fit(x.astype(np.float32), y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[timer])
+    return 1000 * float(np.median(timer.seconds[images // batch_size:]))
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("family")
+    parser.add_argument("architecture", type=json.loads, help="train.<family>.architecture as JSON")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--images", type=int, default=6400, help="training images per epoch (two epochs run)")
+    return parser.parse_args()
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    name, arch, jit = sys.argv[1], json.loads(sys.argv[2]), os.environ.get("JIT") == "1"
-    milliseconds = median_step_ms(name, arch, jit)
-    LOGGER.info("%s %s jit_compile=%s: %.1f ms a batch of %d (%.0f images/s)", name, json.dumps(arch), jit,
-                milliseconds, BATCH_SIZE, BATCH_SIZE * 1000 / milliseconds)
+    arguments, jit = _arguments(), os.environ.get("JIT") == "1"
+    milliseconds = median_step_ms(arguments.family, arguments.architecture, jit, arguments.images,
+                                  arguments.batch_size, arguments.precision)
+    LOGGER.info("%s %s %s jit_compile=%s: %.1f ms a batch of %d (%.0f images/s)", arguments.family,
+                json.dumps(arguments.architecture), arguments.precision, jit, milliseconds, arguments.batch_size,
+                arguments.batch_size * 1000 / milliseconds)
