@@ -99,7 +99,8 @@ def two_runs(tmp_path: Path) -> tuple[Side, Side]:
     for side in ("a", "b"):
         (tmp_path / side / "dvc.lock").write_text(lock)
         (tmp_path / side / "params.yaml").write_text("report:\n  significance_level: 0.05\nevaluate:\n  bootstrap_resamples: 50\n"
-                                                     f"train:\n  epochs: {3 if side == 'a' else 1}\n")
+                                                     f"train:\n  epochs: {3 if side == 'a' else 1}\n"
+                                                     f"  stem_filters: {[32, 64] if side == 'a' else [32, 64, 128]}\n")
     return Side(tmp_path / "a", "a", None), Side(tmp_path / "b", "<b>", None)
 
 
@@ -109,12 +110,12 @@ def test_compare_two_runs_from_files(two_runs: tuple[Side, Side]) -> None:
     assert (result.verdict, result.labels_differ, result.only_first_right, result.only_second_right) == ("consistent", 3, 3, 0)
     assert result.p_value == pytest.approx(0.25)                  # exact: 2 × 0.5³
     assert result.accuracy == (1.0, 0.95)
-    assert comparison.params == [("train.epochs", 3, 1)]
+    assert comparison.params == [("train.epochs", 3, 1), ("train.stem_filters", [32, 64], [32, 64, 128])]
     assert comparison.data_match
     assert result.fingerprint_differences == ["fingerprint not recorded (train, evaluate)"]
     text = render_text(comparison)
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert "consistent" in text and "train.epochs: 3 → 1" in text
+    assert "consistent" in text and "train.epochs: 3 → 1" in text and "train.stem_filters: 32 64 → 32 64 128" in text
     page = render_page(comparison, "a vs <b>")
     assert "&lt;b&gt;" in page and "<b>" not in page                 # values are escaped
     json.dumps(comparison.to_dict())

@@ -45,7 +45,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def short(value: Any, width: int) -> str:
     """A value on one line, cut to ``width`` characters."""
-    text = (" ".join(value) or "none") if isinstance(value, list) else str(value)
+    text = (" ".join(map(str, value)) or "none") if isinstance(value, list) else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
