@@ -33,6 +33,9 @@ def test_project_params_and_tiny_params_are_valid(project_root: Path) -> None:
         (("train", "attention", "architecture", "heads"), 3, "divisible by heads=3"),
         (("train", "attention", "architecture", "stem_strides"), [2], "one stride from 1 to 4 for each of"),
         (("train", "attention", "architecture", "stem_strides"), [2, 2, 5], "stem_strides=[2, 2, 5]"),
+        (("train", "attention", "architecture", "stem_filters"), [], "train.attention.architecture.stem_filters"),
+        (("train", "rnn", "architecture", "stem_strides"), [], "one stride from 1 to 4 for each of stem_filters=[32]"),
+        (("train", "rnn", "architecture", "stem_filters"), [0], "stem_filters=[0] must all be at least 1"),
     ],
 )
 def test_invalid_value_is_named(raw_params: dict, path: tuple, value: object, expected: str) -> None:
