@@ -3,7 +3,7 @@
 The per-batch figures in the performance notes were measured with this. Needs `make data`.
 
 Usage: python -m imgpipe.bench.step_time cnn '{"filters": [16, 64, 128, 256], "convs_per_block": 1, "dense_units": 128}'
-       [--batch-size 128] [--precision float32|mixed_bfloat16] [--images 6400]
+       [--batch-size 128] [--precision float32|mixed_bfloat16|auto] [--images 6400]
 Set JIT=1 to compile with XLA.
 """
 
@@ -23,6 +23,7 @@ from imgpipe.artifacts.paths import project_paths
 from imgpipe.data.preprocess import read_idx_images
 from imgpipe.models import builders as models
 from imgpipe.training.batches import channel_statistics
+from imgpipe.training.precision import PRECISIONS, set_precision
 
 LOGGER = logging.getLogger("step_time")
 BATCH_SIZE = 128
@@ -44,9 +45,9 @@ class BatchTimer(keras.callbacks.Callback):
 
 
 def median_step_ms(model_name: str, architecture: dict[str, Any], jit_compile: bool, images: int = 6400,
-                   batch_size: int = BATCH_SIZE, policy: str = "float32") -> float:
+                   batch_size: int = BATCH_SIZE, precision: str = "float32") -> float:
     """Median milliseconds of a batch over the second of two epochs of ``images`` training images."""
-    keras.mixed_precision.set_global_policy(policy)
+    set_precision(precision)
     x, y = read_idx_images(project_paths().raw_data / "train-images-idx3-ubyte.gz", images)
     mean, std = channel_statistics(x)
     model = models.build_model(model_name, x.shape[1:], 10, mean, std, architecture, dropout=0.1, l2=0.0)
@@ -61,7 +62,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("family")
     parser.add_argument("architecture", type=json.loads, help="train.<family>.architecture as JSON")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--images", type=int, default=6400, help="training images per epoch (two epochs run)")
     return parser.parse_args()
 

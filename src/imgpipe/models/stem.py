@@ -31,6 +31,11 @@ def stem_downsampling(architecture: ConvStem) -> int:
     return math.prod(architecture.stem_strides)
 
 
+def stem_description(architecture: ConvStem) -> str:
+    """What in the architecture sets its smallest readable image (for error messages)."""
+    return f"stem convolutions of strides {architecture.stem_strides}"
+
+
 def conv_stem(x: Any, architecture: ConvStem, l2: float) -> Any:
     """Apply the stem's conv-BN-ReLU layers to ``x`` (a Keras tensor); no layers for an empty stem."""
     from keras import layers

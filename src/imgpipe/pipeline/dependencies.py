@@ -15,8 +15,8 @@ import nbformat
 
 from imgpipe.pipeline.stages import Stage
 
-FAMILY_MODULE = "src/imgpipe/models/families/${item}.py"
 FAMILIES_PACKAGE = "imgpipe.models.families"
+FAMILY_MODULE = f"src/{FAMILIES_PACKAGE.replace('.', '/')}/${{item}}.py"
 
 
 def module_file(module: str, src: Path) -> Path | None:
@@ -67,6 +67,5 @@ def stage_sources(entry: Stage, root: Path) -> list[str]:
     modules = imgpipe_closure(imported_modules(notebook_code(root / "notebooks" / entry.notebook), src), src)
     if entry.per_model:
         modules |= imgpipe_closure(family_imports(src), src)
-    modules = {module for module in modules if not module.startswith(f"{FAMILIES_PACKAGE}.")}
     files = {f"src/{module.replace('.', '/')}.py" for module in modules}
     return [f"notebooks/{entry.notebook}", *sorted(files | ({FAMILY_MODULE} if entry.per_model else set()))]

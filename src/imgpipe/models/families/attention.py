@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 
 from imgpipe.models.registry import Family
-from imgpipe.models.stem import ConvStem, conv_stem, stem_downsampling
+from imgpipe.models.stem import ConvStem, conv_stem, stem_description, stem_downsampling
 
 
 class AttentionArchitecture(ConvStem):
@@ -74,6 +74,6 @@ FAMILY = Family(
     name="attention", rank=30, description="a hybrid vision transformer: conv stem, tokens, self-attention blocks",
     architecture=AttentionArchitecture, build=build,
     minimum_side=stem_downsampling,
-    downsampling=lambda architecture: f"stem convolutions of strides {architecture.stem_strides}",
+    downsampling=stem_description,
     interpretations=("saliency", "attention"),
 )

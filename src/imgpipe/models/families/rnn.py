@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from imgpipe.models.registry import Family
-from imgpipe.models.stem import ConvStem, conv_stem, stem_downsampling
+from imgpipe.models.stem import ConvStem, conv_stem, stem_description, stem_downsampling
 
 
 class RnnArchitecture(ConvStem):
@@ -48,6 +48,6 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
 FAMILY = Family(
     name="rnn", rank=20, description="recurrent layers reading one row per time step (of a conv stem's features)",
     architecture=RnnArchitecture, build=build, minimum_side=stem_downsampling,
-    downsampling=lambda architecture: f"stem convolutions of strides {architecture.stem_strides}",
+    downsampling=stem_description,
     interpretations=("saliency",),
 )
