@@ -36,6 +36,9 @@ def test_project_params_and_tiny_params_are_valid(project_root: Path) -> None:
         (("train", "attention", "architecture", "stem_filters"), [], "train.attention.architecture.stem_filters"),
         (("train", "rnn", "architecture", "stem_strides"), [], "one stride from 1 to 4 for each of stem_filters=[32]"),
         (("train", "rnn", "architecture", "stem_filters"), [0], "stem_filters=[0] must all be at least 1"),
+        (("train", "cnn", "architecture", "convs_per_block"), [2, 2], "one count for each of the 4 blocks"),
+        (("train", "cnn", "architecture", "convs_per_block"), [2, 0, 2, 1], "convs_per_block=[2, 0, 2, 1] must be"),
+        (("train", "cnn", "architecture", "convs_per_block"), 5, "from 1 to 4 convolutions a block"),
     ],
 )
 def test_invalid_value_is_named(raw_params: dict, path: tuple, value: object, expected: str) -> None:

@@ -40,11 +40,11 @@ def conv_stem(x: Any, architecture: ConvStem, l2: float) -> Any:
     """Apply the stem's conv-BN-ReLU layers to ``x`` (a Keras tensor); no layers for an empty stem."""
     from keras import layers
 
-    from imgpipe.models.layers import regularizer
+    from imgpipe.models.layers import FusedBatchNormalization, regularizer
 
     for index, (width, stride) in enumerate(zip(architecture.stem_filters, architecture.stem_strides, strict=True)):
         x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=regularizer(l2),
                           name=f"stem_conv{index}")(x)
-        x = layers.BatchNormalization(name=f"stem_bn{index}")(x)
+        x = FusedBatchNormalization(name=f"stem_bn{index}")(x)
         x = layers.ReLU(name=f"stem_relu{index}")(x)
     return x
