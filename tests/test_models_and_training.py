@@ -62,6 +62,22 @@ def test_dataset_is_deterministic_under_a_seed(stripes: tuple[np.ndarray, np.nda
     assert not np.array_equal(first_batch(5), first_batch(6))
 
 
+def test_random_crops_shift_each_image_by_its_own_offset_within_the_padding() -> None:
+    grid = np.arange(12 * 12, dtype=np.float32).reshape(1, 12, 12, 1) + 1       # every pixel unique, none 0
+    images, labels = tf.constant(np.repeat(grid, 64, axis=0)), tf.zeros((64, 3))
+    crop = {"horizontal_flip": False, "crop_padding": 2, "random_erasing": 0.0}
+    shifted = batches._augmenter(crop, seed=3)(images, labels, 7)[0].numpy()
+    np.testing.assert_array_equal(shifted, batches._augmenter(crop, seed=3)(images, labels, 7)[0].numpy())
+    padded = np.pad(grid[0, ..., 0], 2)
+    offsets = []
+    for image in shifted[..., 0]:                 # each is the padded grid cut at one offset of at most 2 each way
+        matches = [(row, col) for row in range(5) for col in range(5)
+                   if np.array_equal(image, padded[row:row + 12, col:col + 12])]
+        assert len(matches) == 1
+        offsets.append(matches[0])
+    assert len(set(offsets)) >= 15                # per image, not one offset for the whole batch (25 possible)
+
+
 def test_random_erasing_zeroes_one_rectangle_per_chosen_image_deterministically() -> None:
     images = tf.constant(np.full((64, 20, 20, 1), 200.0, np.float32))
     labels = tf.zeros((64, 3))

@@ -149,6 +149,13 @@ def test_curve_time_to_an_accuracy_and_the_race_ratio() -> None:
         {"families": [vars(slow)], "images": 1, "val_images": 1, "peer_epochs": 12, "machine": {"cpu_count": 2}})
 
 
+def test_the_race_can_be_limited_to_some_families_and_names_one_without_a_peer() -> None:
+    assert time_to_accuracy.raced_models(None) == ["cnn", "rnn", "attention"]
+    assert time_to_accuracy.raced_models(["attention", "cnn"]) == ["cnn", "attention"]
+    with pytest.raises(ValueError, match="--race-models mlp: no tutorial peer"):
+        time_to_accuracy.raced_models(["mlp", "cnn"])
+
+
 def test_a_small_race_trains_every_peer_and_recipe(project_root: Path) -> None:
     raw = project_root / "data/raw/train-images-idx3-ubyte.gz"
     if not raw.is_file():

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--race-output", default="bench/time_to_accuracy.json",
                        help="where the time-to-accuracy JSON goes")
     bench.add_argument("--no-race", action="store_true", help="measure speed only, not time to accuracy")
+    bench.add_argument("--race-models", nargs="+", default=None, choices=family_names(), metavar="MODEL",
+                       help="time to accuracy: race only these families (default: every family with a peer)")
     prep = commands.add_parser("bench-preprocess", help="decoding speed and peak memory on generated JPEGs")
     prep.add_argument("--images", type=int, default=20000, help="JPEGs to generate and preprocess")
     prep.add_argument("--image-size", type=int, default=64, help="side of the square images they are brought to")
@@ -135,10 +137,10 @@ def _verify(keep: bool) -> int:
     return 1 if judgement.failures else 0
 
 
-def _bench(benchmark_name: str, output: str, *arguments: Any) -> None:
+def _bench(benchmark_name: str, output: str, *arguments: Any, **options: Any) -> None:
     """Run one benchmark of ``imgpipe.bench``, save its JSON under ``output`` and print its table."""
     module = importlib.import_module(f"imgpipe.bench.{benchmark_name}")   # TensorFlow loads only for these commands
-    benchmark = module.run_benchmark(*arguments)
+    benchmark = module.run_benchmark(*arguments, **options)
     save_json(benchmark, project_paths().root / output)
     sys.stdout.write(module.markdown_table(benchmark) + "\n")
 
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             _bench("training", args.output, project_paths(), args.images, args.warmup_images)
             if not args.no_race:
-                _bench("time_to_accuracy", args.race_output, project_paths(), args.race_images, args.race_val_images)
+                _bench("time_to_accuracy", args.race_output, project_paths(), args.race_images, args.race_val_images,
+                       models=args.race_models)
         elif args.command == "bench-preprocess":
             _bench("preprocess", args.output, args.images, args.image_size, args.workers)
         elif args.command == "bench-streaming":

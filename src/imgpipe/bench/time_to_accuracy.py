@@ -180,11 +180,22 @@ def race(model_name: str, peer: Curve, pipeline: Curve) -> FamilyRace:
                       peer=peer, pipeline=pipeline)
 
 
+def raced_models(models: list[str] | None) -> list[str]:
+    """The families to race: ``models`` (each must have a tutorial peer), or every family that has one."""
+    with_peer = [name for name in family_names() if name in PEERS]
+    unknown = sorted(set(models or ()) - set(with_peer))
+    if unknown:
+        raise ValueError(f"--race-models {' '.join(unknown)}: no tutorial peer for that family; "
+                         f"expected some of {', '.join(with_peer)}.")
+    return [name for name in with_peer if models is None or name in models]
+
+
 def race_families(params: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                  peer_epochs: int = PEER_EPOCHS) -> list[FamilyRace]:
-    """Race every family's pipeline recipe (``params``: the whole params.yaml) against its peer."""
+                  peer_epochs: int = PEER_EPOCHS, models: list[str] | None = None) -> list[FamilyRace]:
+    """Race the families' pipeline recipes (``params``: the whole params.yaml) against their peers:
+    ``models``, or every family that has a peer."""
     results = []
-    for model_name in (name for name in family_names() if name in PEERS):     # the families with a tutorial peer
+    for model_name in raced_models(models):
         keras.utils.set_random_seed(params.train.seed)
         peer = peer_curve(model_name, x, y, x_val, y_val, peer_epochs)
         LOGGER.info("%s peer: %.4f after %.0f s", model_name, peer.accuracy[-1], peer.seconds[-1])
@@ -197,17 +208,19 @@ def race_families(params: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, 
 
 
 def run_benchmark(paths: ProjectPaths, images: int = 0, val_images: int = 0,
-                  peer_epochs: int = PEER_EPOCHS) -> dict[str, Any]:
-    """Race every family on the split stage's train and validation images (``dvc repro split`` makes them).
+                  peer_epochs: int = PEER_EPOCHS, models: list[str] | None = None) -> dict[str, Any]:
+    """Race ``models`` (default: every family with a peer) on the split stage's train and validation images
+    (``dvc repro split`` makes them).
 
     ``images`` / ``val_images`` > 0 take only the first so many (a quick check); 0 takes them all.
     """
+    models = raced_models(models)
     params = load_params(paths.params)
     train.seed_everything(params.train.seed, params.train.deterministic)
     (x, y), (x_val, y_val) = open_part(paths.split_shards, "train").load(), open_part(paths.split_shards, "val").load()
     x, y = (x[:images], y[:images]) if images else (x, y)
     x_val, y_val = (x_val[:val_images], y_val[:val_images]) if val_images else (x_val, y_val)
-    results = race_families(params, x, y, x_val, y_val, peer_epochs)
+    results = race_families(params, x, y, x_val, y_val, peer_epochs, models)
     return {"machine": machine_description(), "images": len(y), "val_images": len(y_val), "peer_epochs": peer_epochs,
             "deterministic": params.train.deterministic, "families": [asdict(r) for r in results]}
 

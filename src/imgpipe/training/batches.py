@@ -46,6 +46,17 @@ def _erase(images: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
     return tf.where(inside[..., tf.newaxis], tf.zeros_like(images), images)
 
 
+def _shift(images: tf.Tensor, padding: int, seed: tf.Tensor) -> tf.Tensor:
+    """Random crops: pad each image by ``padding`` zero pixels and cut it back to size at an offset of its own
+    (up to ``padding`` pixels each way, uniform), one offset per image, drawn from ``seed``."""
+    height, width = images.shape[1], images.shape[2]
+    offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed=seed, maxval=2 * padding + 1, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [padding] * 2, [padding] * 2, [0, 0]])
+    rows = offsets[:, :1] + tf.range(height)[tf.newaxis, :]                   # per image: the padded rows kept
+    cols = offsets[:, 1:] + tf.range(width)[tf.newaxis, :]
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+
+
 def _augmenter(augment: dict[str, Any], seed: int):
     """Label-preserving batch augmentation, a pure function of (``seed``, batch number)."""
     crop_padding, horizontal_flip = augment["crop_padding"], augment["horizontal_flip"]
@@ -54,8 +65,7 @@ def _augmenter(augment: dict[str, Any], seed: int):
     def augment_batch(images: tf.Tensor, labels: tf.Tensor, batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         seeds = tf.random.experimental.stateless_split(tf.stack([batch_seed, seed]), num=3)
         if crop_padding:
-            padded = tf.pad(images, [[0, 0], [crop_padding] * 2, [crop_padding] * 2, [0, 0]])
-            images = tf.image.stateless_random_crop(padded, tf.shape(images), seed=seeds[0])
+            images = _shift(images, crop_padding, seeds[0])
         if horizontal_flip:
             flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seeds[1]) < 0.5
             images = tf.where(flip, tf.reverse(images, axis=[2]), images)
