@@ -282,6 +282,7 @@ def test_predict_refuses_a_saved_model_with_file_io_unless_trusted(repo: Path, t
 
 def test_every_family_exports_only_allowed_operations(tmp_path: Path) -> None:
     from imgpipe.models import builders
+    from imgpipe.models.tta import with_test_time_augmentation
     from imgpipe.serving.export import export_model
     from imgpipe.serving.trust import CHECKPOINT_OPS, SERVING_OPS, foreign_ops
 
@@ -298,6 +299,9 @@ def test_every_family_exports_only_allowed_operations(tmp_path: Path) -> None:
         model = builders.build_model(family, (28, 28, 3), 3, np.zeros(3), np.ones(3), architecture, 0.1, 1e-4)
         version = export_model(model, ("a", "b", "c"), tmp_path / str(number), 1)
         assert foreign_ops(version) == {}, (family, architecture)
+    # With every test-time view the evaluate stage can embed (mirror, shifts), as the exports carry them.
+    views = with_test_time_augmentation(model, "mirror_translate")
+    assert foreign_ops(export_model(views, ("a", "b", "c"), tmp_path / "views", 1)) == {}
 
 
 @pytest.mark.pipeline

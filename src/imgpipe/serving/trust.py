@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SERVING_OPS = frozenset({
-    "AddV2", "All", "ArgMax", "Assert", "AssignVariableOp", "BatchMatMulV2", "BiasAdd", "Cast", "ConcatV2",
-    "Const", "Conv2D", "DisableCopyOnRead", "EnsureShape", "Equal", "Erfc", "ExpandDims", "Fill", "GatherV2",
-    "GreaterEqual", "Identity", "If", "Less", "LogicalAnd", "MatMul", "Max", "MaxPool", "Maximum", "Mean", "Mul",
-    "Neg", "NoOp", "Pack", "Placeholder", "Prod", "Range", "ReadVariableOp", "RealDiv", "Relu", "Reshape",
-    "ReverseV2", "Rsqrt", "ScaleAndTranslate", "Select", "Shape", "Sigmoid", "Softmax", "Split", "Sqrt",
-    "SquaredDifference", "Squeeze", "StatefulPartitionedCall", "StatelessIf", "StaticRegexFullMatch",
+    "AddV2", "All", "ArgMax", "Assert", "AssignVariableOp", "BatchMatMulV2", "BiasAdd", "Cast", "ConcatV2", "Const",
+    "Conv2D", "DisableCopyOnRead", "EnsureShape", "Equal", "Erfc", "ExpandDims", "Fill", "FusedBatchNormV3",
+    "GatherV2", "GreaterEqual", "Identity", "If", "Less", "LogicalAnd", "MatMul", "Max", "MaxPool", "Maximum",
+    "Mean", "Mul", "Neg", "NoOp", "Pack", "Pad", "Placeholder", "Prod", "Range", "ReadVariableOp", "RealDiv",
+    "Relu", "Reshape", "ReverseV2", "Rsqrt", "ScaleAndTranslate", "Select", "Shape", "Sigmoid", "Softmax", "Split",
+    "Sqrt", "SquaredDifference", "Squeeze", "StatefulPartitionedCall", "StatelessIf", "StaticRegexFullMatch",
     "StopGradient", "StridedSlice", "StringJoin", "Sub", "Tanh", "TensorListFromTensor", "TensorListGetItem",
     "TensorListReserve", "TensorListSetItem", "TensorListStack", "Tile", "Transpose", "VarHandleOp",
     "VarIsInitializedOp", "While",
