@@ -3,7 +3,7 @@
 For each model family, in one process: the same architecture (from ``params.yaml``) is trained
 for a fixed number of images several ways — as a user would write it (Keras's stock layers, float arrays,
 ``model.fit(x, y, batch_size=128)``, Keras defaults, which include ``jit_compile="auto"``), the same
-with XLA off, and through the pipeline's ``tf.data`` path with its fused batch norm, batch size, precision,
+with XLA off, and through the pipeline's ``tf.data`` path with its fused layers, batch size, precision,
 XLA setting and augmentation, with and without op determinism — and the speeds are compared with the machine's
 measured sgemm FLOP/s. Each speed is one timed epoch after a warm-up ``fit``.
 
@@ -33,7 +33,7 @@ from imgpipe.artifacts.paths import ProjectPaths
 from imgpipe.config.schema import ModelTrainParams, load_params
 from imgpipe.data.preprocess import read_idx_images
 from imgpipe.models.builders import build_model
-from imgpipe.models.layers import with_keras_batch_norm
+from imgpipe.models.layers import with_keras_layers
 from imgpipe.models.registry import family_names
 from imgpipe.training import batches, precision, train
 from imgpipe.training.recipe import compiled_model
@@ -189,7 +189,7 @@ def _measure_all(params: Any, x: np.ndarray, y: np.ndarray, warmup_images: int, 
             finally:
                 keras.mixed_precision.set_global_policy("float32")
         else:
-            model = with_keras_batch_norm(_build(model_name, x, int(y.max()) + 1, settings))
+            model = with_keras_layers(_build(model_name, x, int(y.max()) + 1, settings))
             speeds[model_name] = naive_speed(model, x, y, warmup_images, "auto" if way == "naive" else False)
         LOGGER.info("%s %s: %.0f images/s", model_name, way, speeds[model_name])
     return speeds

@@ -1,5 +1,5 @@
-"""Layers and helpers every model family shares: input normalization, fused batch normalization, L2 and the
-position embedding."""
+"""Layers and helpers of the model families: input normalization, fused batch and layer normalization, the fused
+GRU, L2 and the position embedding."""
 
 from __future__ import annotations
 
@@ -67,13 +67,106 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return scale, offset
 
 
-def with_keras_batch_norm(model: keras.Model) -> keras.Model:
-    """A fresh copy of ``model`` (new weights) with Keras's own batch-norm layer wherever it has the fused one:
-    the same architecture as a user writes it with stock layers, for speed comparisons."""
+@keras.saving.register_keras_serializable(package="imgpipe")
+class FusedGRU(layers.GRU):
+    """Keras's GRU with the input projections of every time step computed as one matrix product, then the
+    recurrence unrolled over the (static) sequence length.
+
+    Same weights, configuration and outputs (to rounding) as ``keras.layers.GRU``, whose CPU path runs a
+    ``while`` loop of the whole cell — an input projection, a recurrent one and the gates — once per step: many
+    small products and the loop's own overhead (docs/performance.md). Masks, dropout inside the cell, stateful
+    or reversed reading, other activations, ``reset_after=False``, sequences longer than
+    ``MAX_UNROLLED_STEPS`` or of unknown length, other backends and GPUs (where Keras uses cuDNN) take Keras's
+    own path.
+    """
+
+    MAX_UNROLLED_STEPS = 64
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not self._fusable(sequences, mask):
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        import tensorflow as tf
+
+        cell, units = self.cell, self.units
+        state = initial_state[0] if isinstance(initial_state, (list, tuple)) else initial_state
+        kernel, recurrent_kernel = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
+        input_bias, recurrent_bias = tf.unstack(tf.convert_to_tensor(cell.bias))
+        steps, features = sequences.shape[1], sequences.shape[2]
+        projected = tf.matmul(tf.reshape(sequences, [-1, features]), kernel) + input_bias
+        # Splits rather than slices: their gradients are concatenations, not zero-padded tensors to add up.
+        gate_inputs, candidate_inputs = (tf.unstack(tf.reshape(part, [-1, steps, part.shape[-1]]), axis=1)
+                                         for part in tf.split(projected, [2 * units, units], axis=1))
+        outputs = []
+        for gate_input, candidate_input in zip(gate_inputs, candidate_inputs, strict=True):
+            recurrent_gates, recurrent_candidate = tf.split(tf.matmul(state, recurrent_kernel) + recurrent_bias,
+                                                            [2 * units, units], axis=1)
+            update, reset = tf.split(tf.sigmoid(gate_input + recurrent_gates), 2, axis=1)
+            candidate = tf.tanh(candidate_input + reset * recurrent_candidate)
+            state = candidate + update * (state - candidate)
+            outputs.append(state)
+        return state, tf.stack(outputs, axis=1), [state]
+
+    def _fusable(self, sequences: keras.KerasTensor, mask: keras.KerasTensor | None) -> bool:
+        cell = self.cell
+        steps = sequences.shape[1]
+        return (keras.backend.backend() == "tensorflow" and mask is None and not self.stateful
+                and not self.go_backwards and not cell.dropout and not cell.recurrent_dropout
+                and cell.reset_after and cell.use_bias and steps is not None and steps <= self.MAX_UNROLLED_STEPS
+                and keras.activations.serialize(cell.activation) == "tanh"
+                and keras.activations.serialize(cell.recurrent_activation) == "sigmoid"
+                and not _has_gpu())
+
+
+@keras.saving.register_keras_serializable(package="imgpipe")
+class FusedLayerNormalization(layers.LayerNormalization):
+    """Keras's layer normalization over the last axis, computed by TensorFlow's fused batch-norm kernel.
+
+    Keras composes it from a dozen element-wise ops and upcasts bfloat16 to float32 for them; the fused kernel,
+    fed the tokens as channels (each token normalized over its features), does the statistics and their
+    gradients in one op. Same weights and outputs (to rounding) as ``keras.layers.LayerNormalization``; other
+    axes, RMS scaling and other backends take Keras's own path.
+    """
+
+    def call(self, inputs):
+        axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
+        rank = len(inputs.shape)
+        if (keras.backend.backend() != "tensorflow" or self.rms_scaling or axes not in ([-1], [rank - 1])
+                or inputs.shape[-1] is None):
+            return super().call(inputs)
+        import tensorflow as tf
+
+        features = inputs.shape[-1]
+        rows = tf.reshape(inputs, [1, -1, features, 1])            # NCHW: every row a channel, its features H
+        dtype = tf.float32
+        count = tf.shape(rows)[1]
+        normalized, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=rows, scale=tf.ones([count], dtype), offset=tf.zeros([count], dtype), mean=tf.zeros([0], dtype),
+            variance=tf.zeros([0], dtype), epsilon=self.epsilon, is_training=True, data_format="NCHW")
+        outputs = tf.reshape(normalized, tf.shape(inputs))
+        if self.scale:
+            outputs = outputs * tf.cast(self.gamma, outputs.dtype)
+        if self.center:
+            outputs = outputs + tf.cast(self.beta, outputs.dtype)
+        return tf.cast(outputs, self.compute_dtype)
+
+
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+STOCK_LAYERS: dict[type, type] = {FusedBatchNormalization: layers.BatchNormalization, FusedGRU: layers.GRU,
+                                  FusedLayerNormalization: layers.LayerNormalization}
+"""Each fused layer and the Keras layer it stands in for (same configuration and weights)."""
+
+
+def with_keras_layers(model: keras.Model) -> keras.Model:
+    """A fresh copy of ``model`` (new weights) with Keras's own layers wherever it has a fused one: the same
+    architecture as a user writes it with stock layers, for speed comparisons."""
 
     def clone(layer: layers.Layer) -> layers.Layer:
-        kind = layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) else type(layer)
-        return kind.from_config(layer.get_config())
+        return STOCK_LAYERS.get(type(layer), type(layer)).from_config(layer.get_config())
 
     return keras.models.clone_model(model, clone_function=clone)
 

@@ -19,10 +19,10 @@ SERVING_OPS = frozenset({
     "Conv2D", "DisableCopyOnRead", "EnsureShape", "Equal", "Erfc", "ExpandDims", "Fill", "FusedBatchNormV3",
     "GatherV2", "GreaterEqual", "Identity", "If", "Less", "LogicalAnd", "MatMul", "Max", "MaxPool", "Maximum",
     "Mean", "Mul", "Neg", "NoOp", "Pack", "Pad", "Placeholder", "Prod", "Range", "ReadVariableOp", "RealDiv",
-    "Relu", "Reshape", "ReverseV2", "Rsqrt", "ScaleAndTranslate", "Select", "Shape", "Sigmoid", "Softmax", "Split",
+    "Relu", "Reshape", "ReverseV2", "Rsqrt", "ScaleAndTranslate", "Select", "Shape", "Sigmoid", "Softmax", "Split", "SplitV",
     "Sqrt", "SquaredDifference", "Squeeze", "StatefulPartitionedCall", "StatelessIf", "StaticRegexFullMatch",
     "StopGradient", "StridedSlice", "StringJoin", "Sub", "Tanh", "TensorListFromTensor", "TensorListGetItem",
-    "TensorListReserve", "TensorListSetItem", "TensorListStack", "Tile", "Transpose", "VarHandleOp",
+    "TensorListReserve", "TensorListSetItem", "TensorListStack", "Tile", "Transpose", "Unpack", "VarHandleOp",
     "VarIsInitializedOp", "While",
 })
 # Checkpoint file I/O: only in the SavedModel's own save/restore functions (its saver_def).

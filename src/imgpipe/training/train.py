@@ -19,6 +19,7 @@ import tensorflow as tf
 from imgpipe.artifacts.files import atomic_path
 from imgpipe.training.backup import TrainingBackup, training_fingerprint
 from imgpipe.training.batches import SeededBatches
+from imgpipe.training.optimizers import FusedAdam, FusedSGD
 from imgpipe.config.resources import require_memory
 from imgpipe.training.distribute import multi_worker_fit
 
@@ -47,7 +48,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def make_optimizer(name: str, learning_rate: float, momentum: float, schedule: str, warmup_epochs: int,
                    epochs: int, steps_per_epoch: int, ema_momentum: float = 0.0) -> keras.optimizers.Optimizer:
-    """Adam or SGD (with momentum), with a constant or warm-up + cosine-decay learning rate.
+    """Adam or SGD (with momentum), fused (``imgpipe.training.optimizers``), with a constant or warm-up + cosine-decay learning rate.
 
     ``ema_momentum`` > 0 keeps an exponential moving average of the weights, which replaces them when
     ``fit`` ends (validation during training sees the raw weights).
@@ -61,9 +62,9 @@ def make_optimizer(name: str, learning_rate: float, momentum: float, schedule: s
             warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
     ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum > 0 else {}
     if name == "adam":
-        return keras.optimizers.Adam(rate, **ema)
+        return FusedAdam(rate, **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(rate, momentum=momentum, nesterov=momentum > 0, **ema)
+        return FusedSGD(rate, momentum=momentum, nesterov=momentum > 0, **ema)
     raise ValueError(f"unknown optimizer {name!r}; expected adam or sgd.")
 
 

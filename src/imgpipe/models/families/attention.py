@@ -27,16 +27,16 @@ class AttentionArchitecture(ConvStem):
 def _transformer_block(x, index: int, dim: int, heads: int, mlp_ratio: int, dropout: float, l2: float):
     from keras import layers
 
-    from imgpipe.models.layers import regularizer
+    from imgpipe.models.layers import FusedLayerNormalization, regularizer
 
     # Self-attention with a residual connection; the scores stay in the graph for inspection.
     attended, _scores = layers.MultiHeadAttention(
         heads, dim // heads, dropout=dropout, kernel_regularizer=regularizer(l2), name=f"attention{index}",
-    )(layers.LayerNormalization(name=f"attention{index}_norm")(x),
-      layers.LayerNormalization(name=f"attention{index}_norm_kv")(x), return_attention_scores=True)
+    )(FusedLayerNormalization(name=f"attention{index}_norm")(x),
+      FusedLayerNormalization(name=f"attention{index}_norm_kv")(x), return_attention_scores=True)
     x = layers.Add(name=f"attention{index}_residual")([x, attended])
     # Position-wise MLP with a residual connection.
-    hidden = layers.LayerNormalization(name=f"mlp{index}_norm")(x)
+    hidden = FusedLayerNormalization(name=f"mlp{index}_norm")(x)
     hidden = layers.Dense(dim * mlp_ratio, activation="gelu", kernel_regularizer=regularizer(l2),
                           name=f"mlp{index}_expand")(hidden)
     hidden = layers.Dropout(dropout, name=f"mlp{index}_dropout")(hidden)
@@ -50,7 +50,7 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
     import keras
     from keras import layers
 
-    from imgpipe.models.layers import PositionEmbedding, classifier, normalizer
+    from imgpipe.models.layers import FusedLayerNormalization, PositionEmbedding, classifier, normalizer
 
     inputs = keras.Input(input_shape, name="image")
     x = normalizer(mean, std)(inputs)
@@ -64,7 +64,7 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
     for index in range(architecture.depth):
         x = _transformer_block(x, index, architecture.dim, architecture.heads, architecture.mlp_ratio, dropout, l2)
     # Head: normalize, average the tokens, classify.
-    x = layers.LayerNormalization(name="head_norm")(x)
+    x = FusedLayerNormalization(name="head_norm")(x)
     x = layers.GlobalAveragePooling1D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     return keras.Model(inputs, classifier(x, num_classes), name="attention")

@@ -28,14 +28,14 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
     import keras
     from keras import layers
 
-    from imgpipe.models.layers import classifier, normalizer, regularizer
+    from imgpipe.models.layers import FusedGRU, classifier, normalizer, regularizer
 
     cell = architecture.cell
     inputs = keras.Input(input_shape, name="image")
     x = conv_stem(normalizer(mean, std)(inputs), architecture, l2)
     height, width, channels = x.shape[1:]
     x = layers.Reshape((height, width * channels), name="rows")(x)
-    recurrent = {"lstm": layers.LSTM, "gru": layers.GRU}[cell]
+    recurrent = {"lstm": layers.LSTM, "gru": FusedGRU}[cell]
     for index in range(architecture.layers):
         last = index == architecture.layers - 1
         rnn = recurrent(architecture.units, return_sequences=not last, kernel_regularizer=regularizer(l2),
