@@ -20,9 +20,13 @@ from imgpipe.training import batches, precision, train
 AUGMENT = {"horizontal_flip": True, "crop_padding": 2, "random_erasing": 0.0}
 
 
-def test_auto_precision_picks_bfloat16_only_with_amx_and_float16_on_a_gpu() -> None:
-    assert precision.auto_policy(frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}), False) == "mixed_bfloat16"
-    assert precision.auto_policy(frozenset({"avx512f", "avx512_bf16"}), False) == "float32"
+def test_auto_precision_picks_bfloat16_with_amx_or_on_amd_avx512_bf16_and_float16_on_a_gpu() -> None:
+    amx = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    assert precision.auto_policy(amx, False, "GenuineIntel") == "mixed_bfloat16"
+    assert precision.auto_policy(frozenset({"avx512f", "avx512_bf16"}), False, "GenuineIntel") == "float32"
+    assert precision.auto_policy(frozenset({"avx512f", "avx512_bf16"}), False, "AuthenticAMD") == "mixed_bfloat16"
+    assert precision.auto_policy(frozenset({"avx2", "fma"}), False, "AuthenticAMD") == "float32"
+    assert precision.resolve_precision("auto", frozenset({"avx512_bf16"}), has_gpu=False, vendor="") == "float32"
     assert precision.auto_policy(frozenset(), True) == "mixed_float16"
     assert precision.resolve_precision("mixed_bfloat16", frozenset(), has_gpu=False) == "mixed_bfloat16"
     assert precision.resolve_precision("float32", frozenset({"amx_bf16"}), has_gpu=False) == "float32"
@@ -32,9 +36,12 @@ def test_auto_precision_picks_bfloat16_only_with_amx_and_float16_on_a_gpu() -> N
 
 def test_cpu_flags_are_read_from_a_cpuinfo_file(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx512f amx_bf16\n\n"
+                       "processor\t: 1\nvendor_id\t: GenuineIntel\nflags\t\t: fpu\n")
     assert precision.cpu_flags(cpuinfo) == {"fpu", "avx512f", "amx_bf16"}
+    assert precision.cpu_vendor(cpuinfo) == "AuthenticAMD"
     assert precision.cpu_flags(tmp_path / "missing") == frozenset()
+    assert precision.cpu_vendor(tmp_path / "missing") == ""
 
 
 def test_views_mirror_and_shift_with_zero_fill() -> None:

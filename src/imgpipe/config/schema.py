@@ -101,7 +101,7 @@ class ModelTrainParams(_Strict):
     early_stopping_patience: int = Field(ge=0, description="0 turns early stopping off")
     jit_compile: bool
     precision: Literal["float32", "mixed_bfloat16", "auto"] = Field(
-        default="float32", description="auto: bfloat16 compute where the CPU has AMX-BF16, float16 on a GPU")
+        default="float32", description="auto: bfloat16 compute where the CPU has AMX-BF16 (or is an AMD one with AVX512_BF16), float16 on a GPU")
     ema_momentum: float = Field(default=0.0, ge=0.0, lt=1.0,
                                 description="exponential moving average of the weights, used after fit; 0 = off")
     augment: AugmentParams

@@ -39,13 +39,22 @@ def first_processor(cpuinfo: str) -> dict[str, str]:
     return fields
 
 
+def _first_processor_of(cpuinfo: Path) -> dict[str, str]:
+    try:
+        return first_processor(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return {}
+
+
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     """The instruction-set flags of the first CPU in ``/proc/cpuinfo`` (empty where there is no such file)."""
-    try:
-        fields = first_processor(cpuinfo.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        return frozenset()
+    fields = _first_processor_of(cpuinfo)
     return frozenset((fields.get("flags") or fields.get("Features") or "").split())
+
+
+def cpu_vendor(cpuinfo: Path = CPUINFO) -> str:
+    """The first CPU's ``vendor_id`` in ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``; empty if unknown)."""
+    return _first_processor_of(cpuinfo).get("vendor_id", "")
 
 
 def cpu_description(cpuinfo: str) -> dict[str, Any]:
