@@ -39,22 +39,27 @@ def first_processor(cpuinfo: str) -> dict[str, str]:
     return fields
 
 
-def _first_processor_of(cpuinfo: Path) -> dict[str, str]:
+def processor_fields(cpuinfo: Path = CPUINFO) -> dict[str, str]:
+    """The first processor's fields of a ``/proc/cpuinfo`` file (empty where there is no such file)."""
     try:
         return first_processor(cpuinfo.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return {}
 
 
+def flags_of(fields: dict[str, str]) -> frozenset[str]:
+    """The instruction-set flags among a processor's fields (``Features`` on Arm)."""
+    return frozenset((fields.get("flags") or fields.get("Features") or "").split())
+
+
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     """The instruction-set flags of the first CPU in ``/proc/cpuinfo`` (empty where there is no such file)."""
-    fields = _first_processor_of(cpuinfo)
-    return frozenset((fields.get("flags") or fields.get("Features") or "").split())
+    return flags_of(processor_fields(cpuinfo))
 
 
 def cpu_vendor(cpuinfo: Path = CPUINFO) -> str:
     """The first CPU's ``vendor_id`` in ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``; empty if unknown)."""
-    return _first_processor_of(cpuinfo).get("vendor_id", "")
+    return processor_fields(cpuinfo).get("vendor_id", "")
 
 
 def cpu_description(cpuinfo: str) -> dict[str, Any]:

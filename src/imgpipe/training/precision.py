@@ -18,10 +18,11 @@ import logging
 import keras
 import tensorflow as tf
 
-from imgpipe.training.fingerprint import cpu_flags, cpu_vendor
+from imgpipe.training.fingerprint import cpu_flags, cpu_vendor, flags_of, processor_fields
 
 LOGGER = logging.getLogger(__name__)
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+__all__ = ["PRECISIONS", "auto_policy", "cpu_flags", "cpu_vendor", "resolve_precision", "set_precision"]
 
 
 def auto_policy(flags: frozenset[str], has_gpu: bool, vendor: str = "") -> str:
@@ -42,7 +43,9 @@ def resolve_precision(setting: str, flags: frozenset[str] | None = None, has_gpu
         return setting
     if has_gpu is None:
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    return auto_policy(cpu_flags() if flags is None else flags, has_gpu, cpu_vendor() if vendor is None else vendor)
+    fields = processor_fields() if flags is None or vendor is None else {}        # /proc/cpuinfo read once
+    return auto_policy(flags_of(fields) if flags is None else flags, has_gpu,
+                       fields.get("vendor_id", "") if vendor is None else vendor)
 
 
 def set_precision(setting: str) -> str:
