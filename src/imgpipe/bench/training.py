@@ -36,6 +36,7 @@ from imgpipe.models.builders import build_model
 from imgpipe.models.layers import with_keras_layers
 from imgpipe.models.registry import family_names
 from imgpipe.training import batches, precision, train
+from imgpipe.training.fingerprint import gpu_devices
 from imgpipe.training.recipe import compiled_model
 
 LOGGER = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def run_benchmark(paths: ProjectPaths, images: int, warmup_images: int) -> dict[
 
 def machine_description() -> dict[str, Any]:
     """What the numbers were measured on."""
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = gpu_devices()
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "gpus": [gpu.name for gpu in gpus],
             "tensorflow": tf.__version__, "keras": keras.__version__}

@@ -22,6 +22,7 @@ from imgpipe.artifacts.paths import ProjectPaths
 from imgpipe.evaluation import results
 from imgpipe.evaluation.statistics import HEADLINE_METRICS, mcnemar
 from imgpipe.training.curves import load_curves
+from imgpipe.training.fingerprint import gpu_devices
 
 METRIC_NAMES = {"accuracy": "Accuracy", "precision_macro": "Precision (macro)", "recall_macro": "Recall (macro)",
                 "f1_macro": "F1 (macro)"}
@@ -127,9 +128,7 @@ def environment() -> dict[str, str]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             continue
-    import tensorflow as tf
-
-    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    gpus = [device.name for device in gpu_devices()]
     return {"python": platform.python_version(), "platform": platform.platform(),
             "cpu cores": str(os.cpu_count()), "GPUs": ", ".join(gpus) or "none", **versions}
 

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from imgpipe.training.fingerprint import gpu_devices
+
 
 @keras.saving.register_keras_serializable(package="imgpipe")
 class PositionEmbedding(layers.Layer):
@@ -114,7 +116,7 @@ class FusedGRU(layers.GRU):
                 and cell.reset_after and cell.use_bias and steps is not None and steps <= self.MAX_UNROLLED_STEPS
                 and keras.activations.serialize(cell.activation) == "tanh"
                 and keras.activations.serialize(cell.recurrent_activation) == "sigmoid"
-                and not _has_gpu())
+                and not gpu_devices())
 
 
 @keras.saving.register_keras_serializable(package="imgpipe")
@@ -148,12 +150,6 @@ class FusedLayerNormalization(layers.LayerNormalization):
         if self.center:
             outputs = outputs + tf.cast(self.beta, outputs.dtype)
         return tf.cast(outputs, self.compute_dtype)
-
-
-def _has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 STOCK_LAYERS: dict[type, type] = {FusedBatchNormalization: layers.BatchNormalization, FusedGRU: layers.GRU,

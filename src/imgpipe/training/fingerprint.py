@@ -100,6 +100,13 @@ def onednn_enabled() -> bool:
         return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
 
 
+def gpu_devices() -> list[Any]:
+    """TensorFlow's GPUs on this machine (an empty list on a CPU-only one)."""
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
 def machine_fingerprint() -> dict[str, Any]:
     """The fingerprint of this process: CPU, ISA, threads, oneDNN, Keras's precision policy, GPUs, versions."""
     import keras                                             # the stages have both loaded already
@@ -107,8 +114,7 @@ def machine_fingerprint() -> dict[str, Any]:
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     cpuinfo = CPUINFO.read_text() if CPUINFO.is_file() else ""
-    gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-            for gpu in tf.config.list_physical_devices("GPU")]
+    gpus = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpu_devices()]
     return {
         **cpu_description(cpuinfo),
         **thread_counts(tf.config.threading.get_intra_op_parallelism_threads(),

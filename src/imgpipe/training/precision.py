@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 
 import keras
-import tensorflow as tf
 
-from imgpipe.training.fingerprint import cpu_flags, cpu_vendor, flags_of, processor_fields
+from imgpipe.training.fingerprint import cpu_flags, cpu_vendor, flags_of, gpu_devices, processor_fields
 
 LOGGER = logging.getLogger(__name__)
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
@@ -42,7 +41,7 @@ def resolve_precision(setting: str, flags: frozenset[str] | None = None, has_gpu
     if setting != "auto":
         return setting
     if has_gpu is None:
-        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        has_gpu = bool(gpu_devices())
     fields = processor_fields() if flags is None or vendor is None else {}        # /proc/cpuinfo read once
     return auto_policy(flags_of(fields) if flags is None else flags, has_gpu,
                        fields.get("vendor_id", "") if vendor is None else vendor)
