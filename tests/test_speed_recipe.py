@@ -15,7 +15,7 @@ from imgpipe.models import builders as models
 from imgpipe.models import tta
 from imgpipe.config.schema import load_params
 from imgpipe.serving import export
-from imgpipe.training import batches, precision, train
+from imgpipe.training import batches, fingerprint, precision, train
 
 AUGMENT = {"horizontal_flip": True, "crop_padding": 2, "random_erasing": 0.0}
 
@@ -38,10 +38,10 @@ def test_cpu_flags_are_read_from_a_cpuinfo_file(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx512f amx_bf16\n\n"
                        "processor\t: 1\nvendor_id\t: GenuineIntel\nflags\t\t: fpu\n")
-    assert precision.cpu_flags(cpuinfo) == {"fpu", "avx512f", "amx_bf16"}
-    assert precision.cpu_vendor(cpuinfo) == "AuthenticAMD"
-    assert precision.cpu_flags(tmp_path / "missing") == frozenset()
-    assert precision.cpu_vendor(tmp_path / "missing") == ""
+    assert fingerprint.cpu_flags(cpuinfo) == {"fpu", "avx512f", "amx_bf16"}
+    assert fingerprint.cpu_vendor(cpuinfo) == "AuthenticAMD"
+    assert fingerprint.cpu_flags(tmp_path / "missing") == frozenset()
+    assert fingerprint.cpu_vendor(tmp_path / "missing") == ""
 
 
 def test_views_mirror_and_shift_with_zero_fill() -> None:

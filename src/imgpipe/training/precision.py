@@ -17,11 +17,10 @@ import logging
 
 import keras
 
-from imgpipe.training.fingerprint import cpu_flags, cpu_vendor, flags_of, gpu_devices, processor_fields
+from imgpipe.training.fingerprint import flags_of, gpu_devices, processor_fields
 
 LOGGER = logging.getLogger(__name__)
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
-__all__ = ["PRECISIONS", "auto_policy", "cpu_flags", "cpu_vendor", "resolve_precision", "set_precision"]
 
 
 def auto_policy(flags: frozenset[str], has_gpu: bool, vendor: str = "") -> str:
