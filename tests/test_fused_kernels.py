@@ -1,6 +1,7 @@
 """The fused layers and optimizers against Keras's own: same outputs, gradients, trained weights and optimizer
-slots from the same starting weights, in float32 and bfloat16; saving and reloading; the stock-layer copy the
-speed benchmark's baseline trains; and the fallback to Keras's path where a layer cannot be fused."""
+slots from the same starting weights, in float32 and bfloat16; dropout's masks by their statistics; saving and
+reloading; the stock-layer copy the speed benchmark's baseline trains; and the fallback to Keras's path where a
+layer cannot be fused."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from imgpipe.models.layers import (STOCK_LAYERS, FusedBatchNormalization, FusedGRU, FusedLayerNormalization,
-                                   with_keras_layers)
+from imgpipe.models.layers import (STOCK_LAYERS, ErfGeluDense, FusedBatchNormalization, FusedGRU,
+                                   FusedLayerNormalization, PackedDropout, PackedDropoutAttention, with_keras_layers)
 from imgpipe.training.optimizers import FusedAdam, FusedSGD
 
 POLICIES = ["float32", "mixed_bfloat16"]
@@ -92,6 +93,55 @@ def test_fused_layer_norm_trains_and_predicts_as_keras_layer_norm_does(policy: s
     _assert_trains_as_stock(stock, fused, x, _tolerance(policy), tmp_path)
 
 
+def test_erf_gelu_dense_trains_and_predicts_as_keras_gelu_dense_does(policy: str, tmp_path: Path) -> None:
+    def body(dense: type) -> Callable:
+        return lambda x: dense(6, activation="gelu")(keras.layers.Dense(5)(x))
+
+    stock, erf = _model((4, 3), body(keras.layers.Dense)), _model((4, 3), body(ErfGeluDense))
+    x = (3 * np.random.default_rng(0).normal(size=(16, 4, 3))).astype(np.float32)
+    _assert_trains_as_stock(stock, erf, x, _tolerance(policy), tmp_path)
+    assert erf.layers[-3].get_config()["activation"] == "gelu"
+    assert ErfGeluDense(3, activation="relu").activation is keras.activations.relu
+
+
+def test_packed_dropout_attention_trains_as_keras_attention_does_and_drops_with_packed_dropout(
+        policy: str, tmp_path: Path) -> None:
+    def body(attention: type) -> Callable:
+        def attend(x: keras.KerasTensor) -> keras.KerasTensor:
+            query, value = keras.layers.Dense(8)(x), keras.layers.Dense(8)(x)
+            attended, scores = attention(2, 4, value_dim=3, name="attention")(query, value,
+                                                                             return_attention_scores=True)
+            return keras.layers.Concatenate()([attended, keras.layers.Reshape((5, 10))(scores)])
+        return attend
+
+    stock, packed = _model((5, 3), body(keras.layers.MultiHeadAttention)), _model((5, 3), body(PackedDropoutAttention))
+    x = np.random.default_rng(0).normal(size=(16, 5, 3)).astype(np.float32)
+    _assert_trains_as_stock(stock, packed, x, _tolerance(policy), tmp_path)
+    with_dropout = PackedDropoutAttention(2, 4, dropout=0.5)
+    with_dropout(x, x)
+    assert type(with_dropout._dropout_layer) is PackedDropout and with_dropout._dropout_layer.rate == 0.5
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_packed_dropout_drops_the_rate_and_keeps_the_expected_value(policy: str, rate: float) -> None:
+    ones = tf.ones([400, 501])                                   # an odd count: the last 32-bit draw is half used
+    dropout = PackedDropout(rate, seed=5)
+    with tf.GradientTape() as tape:
+        tape.watch(ones)
+        dropped = dropout(ones, training=True)
+    values = np.asarray(dropped, dtype=np.float32)
+    kept = values != 0
+    standard_error = np.sqrt(rate * (1 - rate) / values.size)
+    assert abs((1 - kept.mean()) - rate) < 5 * standard_error
+    rounded_rate = round(rate * 2**16) / 2**16                    # the rate a 16-bit decision can express
+    np.testing.assert_allclose(values[kept], 1 / (1 - rounded_rate), rtol=_tolerance(policy) / 3)
+    assert abs(values.mean() - 1) < 5 * standard_error / (1 - rate) + (0 if policy == "float32" else 4e-3)
+    np.testing.assert_array_equal(np.asarray(tape.gradient(dropped, ones)) != 0, kept)
+    assert not np.array_equal(np.asarray(dropout(ones, training=True)) != 0, kept)        # a fresh mask each step
+    np.testing.assert_array_equal(np.asarray(PackedDropout(rate, seed=5)(ones, training=True)), values.astype(dropped.dtype.as_numpy_dtype))
+    np.testing.assert_array_equal(dropout(ones, training=False), ones)
+
+
 def test_fused_layers_fall_back_to_keras_where_they_cannot_fuse() -> None:
     x = np.random.default_rng(0).normal(size=(4, 6, 3)).astype(np.float32)
     mask = np.array([[True] * 6, [True] * 3 + [False] * 3] * 2)
@@ -108,12 +158,16 @@ def test_fused_layers_fall_back_to_keras_where_they_cannot_fuse() -> None:
     fused.build(x.shape)
     fused.set_weights(stock.get_weights())
     np.testing.assert_allclose(fused(x, mask=mask), stock(x, mask=mask), atol=1e-6)
+    shaped = np.ones((1000, 4), np.float32)
+    stock, fused = keras.layers.Dropout(0.5, noise_shape=(1000, 1), seed=2), PackedDropout(0.5, noise_shape=(1000, 1), seed=2)
+    np.testing.assert_array_equal(fused(shaped, training=True), stock(shaped, training=True))
 
 
 def test_the_stock_copy_has_keras_layers_where_the_model_has_fused_ones() -> None:
     inputs = keras.Input((6, 6, 2))
     x = FusedBatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))
     x = FusedGRU(3, return_sequences=True)(keras.layers.Reshape((4, 16))(x))
+    x = PackedDropout(0.1)(PackedDropoutAttention(2, 2)(x, x))
     model = keras.Model(inputs, FusedLayerNormalization()(x))
     stock = with_keras_layers(model)
     assert [type(layer) for layer in stock.layers] == [STOCK_LAYERS.get(type(layer), type(layer))

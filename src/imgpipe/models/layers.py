@@ -1,5 +1,5 @@
 """Layers and helpers of the model families: input normalization, fused batch and layer normalization, the fused
-GRU, L2 and the position embedding."""
+GRU, dropout with packed random draws (alone and inside multi-head attention), L2 and the position embedding."""
 
 from __future__ import annotations
 
@@ -152,8 +152,85 @@ class FusedLayerNormalization(layers.LayerNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
+@keras.saving.register_keras_serializable(package="imgpipe")
+class PackedDropout(layers.Dropout):
+    """Keras's dropout with its keep-or-drop decisions packed two to a random number: 16 bits each of a 32-bit draw.
+
+    Keras draws one random float per value: for the transformer's attention weights and MLP that was about 10% of
+    a training step on a CPU (docs/performance.md). Same rate (rounded to 1/65,536), the kept values scaled so the
+    expected output is the input, the same seed generator and inference behaviour as ``keras.layers.Dropout`` —
+    but not the same mask for a given seed. Noise shapes and other backends take Keras's path.
+    """
+
+    DECISION_LEVELS = 1 << 16
+
+    def call(self, inputs, training=False):
+        if not (training and 0.0 < self.rate < 1.0) or self.noise_shape is not None or not _tensorflow_backend():
+            return super().call(inputs, training=training)
+        import tensorflow as tf
+
+        seed = self.seed_generator.next()
+        if seed.dtype != tf.int32:                                   # as Keras's TensorFlow backend casts it
+            seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        count = tf.size(inputs)
+        bits = tf.random.stateless_uniform([(count + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32)
+        decisions = tf.reshape(tf.bitcast(bits, tf.uint16), [-1])[:count]
+        dropped = round(self.rate * self.DECISION_LEVELS)
+        keep = tf.reshape(decisions >= dropped, tf.shape(inputs))
+        scale = tf.cast(self.DECISION_LEVELS / (self.DECISION_LEVELS - dropped), inputs.dtype)
+        return tf.where(keep, inputs * scale, tf.zeros([], inputs.dtype))
+
+
+@keras.saving.register_keras_serializable(package="imgpipe")
+class PackedDropoutAttention(layers.MultiHeadAttention):
+    """Keras's multi-head attention with ``PackedDropout`` on the attention weights: the same weights, configuration
+    and computation as ``keras.layers.MultiHeadAttention`` except for which weights a dropout step drops.
+
+    The attention weights are the largest tensor of a small transformer (batch × heads × tokens², 1.2 million
+    values for 49 tokens, 4 heads and batch 128), and drawing their dropout mask was most of the dropout cost.
+    """
+
+    def _build_attention(self, rank):
+        super()._build_attention(rank)
+        self._dropout_layer = PackedDropout(rate=self._dropout, dtype=self.dtype_policy, seed=self.seed)
+
+
+@keras.saving.register_keras_serializable(package="imgpipe")
+class ErfGeluDense(layers.Dense):
+    """Keras's dense layer whose exact GELU, x·Φ(x), is computed from erf instead of erfc.
+
+    TensorFlow's ``gelu`` takes ``erfc``, which its CPU kernels evaluate one value at a time (in bfloat16 after a
+    conversion each); ``erf`` has a vectorized kernel, several times faster forward and backward. Same weights,
+    configuration and outputs (to rounding) as ``keras.layers.Dense`` with ``activation="gelu"``; other
+    activations and backends take Keras's path.
+    """
+
+    def __init__(self, units: int, activation=None, **kwargs) -> None:
+        super().__init__(units, activation=activation, **kwargs)
+        self._gelu_by_erf = keras.activations.serialize(self.activation) == "gelu" and _tensorflow_backend()
+        if self._gelu_by_erf:
+            self.activation = _gelu_by_erf
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        if self._gelu_by_erf:
+            config["activation"] = "gelu"
+        return config
+
+
+def _gelu_by_erf(x):
+    import tensorflow as tf
+
+    return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
+
+
+def _tensorflow_backend() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
 STOCK_LAYERS: dict[type, type] = {FusedBatchNormalization: layers.BatchNormalization, FusedGRU: layers.GRU,
-                                  FusedLayerNormalization: layers.LayerNormalization}
+                                  FusedLayerNormalization: layers.LayerNormalization, PackedDropout: layers.Dropout,
+                                  PackedDropoutAttention: layers.MultiHeadAttention, ErfGeluDense: layers.Dense}
 """Each fused layer and the Keras layer it stands in for (same configuration and weights)."""
 
 

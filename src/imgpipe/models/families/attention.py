@@ -27,19 +27,20 @@ class AttentionArchitecture(ConvStem):
 def _transformer_block(x, index: int, dim: int, heads: int, mlp_ratio: int, dropout: float, l2: float):
     from keras import layers
 
-    from imgpipe.models.layers import FusedLayerNormalization, regularizer
+    from imgpipe.models.layers import (ErfGeluDense, FusedLayerNormalization, PackedDropout, PackedDropoutAttention,
+                                       regularizer)
 
     # Self-attention with a residual connection; the scores stay in the graph for inspection.
-    attended, _scores = layers.MultiHeadAttention(
+    attended, _scores = PackedDropoutAttention(
         heads, dim // heads, dropout=dropout, kernel_regularizer=regularizer(l2), name=f"attention{index}",
     )(FusedLayerNormalization(name=f"attention{index}_norm")(x),
       FusedLayerNormalization(name=f"attention{index}_norm_kv")(x), return_attention_scores=True)
     x = layers.Add(name=f"attention{index}_residual")([x, attended])
     # Position-wise MLP with a residual connection.
     hidden = FusedLayerNormalization(name=f"mlp{index}_norm")(x)
-    hidden = layers.Dense(dim * mlp_ratio, activation="gelu", kernel_regularizer=regularizer(l2),
+    hidden = ErfGeluDense(dim * mlp_ratio, activation="gelu", kernel_regularizer=regularizer(l2),
                           name=f"mlp{index}_expand")(hidden)
-    hidden = layers.Dropout(dropout, name=f"mlp{index}_dropout")(hidden)
+    hidden = PackedDropout(dropout, name=f"mlp{index}_dropout")(hidden)
     hidden = layers.Dense(dim, kernel_regularizer=regularizer(l2), name=f"mlp{index}_project")(hidden)
     return layers.Add(name=f"mlp{index}_residual")([x, hidden])
 
@@ -50,7 +51,7 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
     import keras
     from keras import layers
 
-    from imgpipe.models.layers import FusedLayerNormalization, PositionEmbedding, classifier, normalizer
+    from imgpipe.models.layers import FusedLayerNormalization, PackedDropout, PositionEmbedding, classifier, normalizer
 
     inputs = keras.Input(input_shape, name="image")
     x = normalizer(mean, std)(inputs)
@@ -66,7 +67,7 @@ def build(input_shape: tuple[int, ...], num_classes: int, mean: Sequence[float],
     # Head: normalize, average the tokens, classify.
     x = FusedLayerNormalization(name="head_norm")(x)
     x = layers.GlobalAveragePooling1D(name="pool")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    x = PackedDropout(dropout, name="dropout")(x)
     return keras.Model(inputs, classifier(x, num_classes), name="attention")
 
 
