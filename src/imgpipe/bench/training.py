@@ -5,7 +5,8 @@ for a fixed number of images several ways — as a user would write it (Keras's 
 ``model.fit(x, y, batch_size=128)``, Keras defaults, which include ``jit_compile="auto"``), the same
 with XLA off, and through the pipeline's ``tf.data`` path with its fused layers, batch size, precision,
 XLA setting and augmentation, with and without op determinism — and the speeds are compared with the machine's
-measured sgemm FLOP/s. Each speed is one timed epoch after a warm-up ``fit``.
+measured sgemm FLOP/s. Each speed is the median of three timed epochs after a warm-up ``fit``: on a shared
+2-core machine a single epoch now and then runs 20–40% slow.
 
 Training FLOPs per image are counted analytically from the layers (multiply-add = 2 FLOPs;
 convolutions, dense and recurrent matrix products, attention projections and products), times 3
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ from imgpipe.training.recipe import compiled_model
 
 LOGGER = logging.getLogger(__name__)
 NAIVE_BATCH_SIZE = 128
+TIMED_EPOCHS = 3
 TRAINING_FLOPS_PER_FORWARD_FLOP = 3
 
 
@@ -130,14 +133,14 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def _images_per_second(run_fit: Any, images: int) -> float:
-    """Images/s of one timed epoch of ``run_fit(callbacks)``.
+    """Images/s of the median of the ``TIMED_EPOCHS`` epochs of ``run_fit(epochs, callbacks)``.
 
     A ``fit`` call spends up to a few seconds after its last epoch (releasing its input pipeline) that
-    no epoch of a long run pays; timing the epoch itself keeps that one-off cost out of the rate.
+    no epoch of a long run pays; timing the epochs themselves keeps that one-off cost out of the rate.
     """
     timer = EpochTimer()
-    run_fit([timer])
-    return images / timer.seconds[-1]
+    run_fit(TIMED_EPOCHS, [timer])
+    return images / statistics.median(timer.seconds)
 
 
 def naive_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, warmup_images: int,
@@ -152,7 +155,8 @@ def naive_speed(model: keras.Model, x: np.ndarray, y: np.ndarray, warmup_images:
     x_float = x.astype(np.float32)                               # the model normalizes raw pixels itself
     model.fit(x_float[:warmup_images], y[:warmup_images], batch_size=NAIVE_BATCH_SIZE, epochs=1, verbose=0)
     return _images_per_second(
-        lambda timer: model.fit(x_float, y, batch_size=NAIVE_BATCH_SIZE, epochs=1, verbose=0, callbacks=timer), len(y))
+        lambda epochs, timer: model.fit(x_float, y, batch_size=NAIVE_BATCH_SIZE, epochs=epochs, verbose=0,
+                                        callbacks=timer), len(y))
 
 
 def pipeline_speed(model_name: str, x: np.ndarray, y: np.ndarray, settings: ModelTrainParams,
@@ -167,8 +171,8 @@ def pipeline_speed(model_name: str, x: np.ndarray, y: np.ndarray, settings: Mode
     model = compiled_model(model_name, settings, x.shape[1:], num_classes, mean, std, measured.steps)
     model.fit(warmup.from_epoch(0, 1), epochs=1, steps_per_epoch=warmup.steps, verbose=0, shuffle=False)
     return _images_per_second(
-        lambda timer: model.fit(measured.from_epoch(0, 1), epochs=1, steps_per_epoch=measured.steps, verbose=0,
-                                shuffle=False, callbacks=timer), len(y))
+        lambda epochs, timer: model.fit(measured.from_epoch(0, epochs), epochs=epochs, steps_per_epoch=measured.steps,
+                                        verbose=0, shuffle=False, callbacks=timer), len(y))
 
 
 def _build(model_name: str, x: np.ndarray, num_classes: int, settings: ModelTrainParams) -> keras.Model:
