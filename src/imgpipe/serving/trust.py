@@ -16,7 +16,7 @@ from pathlib import Path
 
 SERVING_OPS = frozenset({
     "AddV2", "All", "ArgMax", "Assert", "AssignVariableOp", "BatchMatMulV2", "BiasAdd", "Cast", "ConcatV2", "Const",
-    "Conv2D", "DisableCopyOnRead", "EnsureShape", "Equal", "Erfc", "ExpandDims", "Fill", "FusedBatchNormV3",
+    "Conv2D", "DisableCopyOnRead", "EnsureShape", "Equal", "Erf", "Erfc", "ExpandDims", "Fill", "FusedBatchNormV3",
     "GatherV2", "GreaterEqual", "Identity", "If", "Less", "LogicalAnd", "MatMul", "Max", "MaxPool", "Maximum",
     "Mean", "Mul", "Neg", "NoOp", "Pack", "Pad", "Placeholder", "Prod", "Range", "ReadVariableOp", "RealDiv",
     "Relu", "Reshape", "ReverseV2", "Rsqrt", "ScaleAndTranslate", "Select", "Shape", "Sigmoid", "Softmax", "Split", "SplitV",
