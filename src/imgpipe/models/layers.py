@@ -58,7 +58,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return outputs
 
     def _fusable(self, inputs: keras.KerasTensor, mask: keras.KerasTensor | None) -> bool:
-        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+        return (_tensorflow_backend() and mask is None and not self.renorm
                 and not self.synchronized and len(inputs.shape) == 4 and self.axis in (-1, 3))
 
     def _affine(self, channels: int) -> tuple:
@@ -111,7 +111,7 @@ class FusedGRU(layers.GRU):
     def _fusable(self, sequences: keras.KerasTensor, mask: keras.KerasTensor | None) -> bool:
         cell = self.cell
         steps = sequences.shape[1]
-        return (keras.backend.backend() == "tensorflow" and mask is None and not self.stateful
+        return (_tensorflow_backend() and mask is None and not self.stateful
                 and not self.go_backwards and not cell.dropout and not cell.recurrent_dropout
                 and cell.reset_after and cell.use_bias and steps is not None and steps <= self.MAX_UNROLLED_STEPS
                 and keras.activations.serialize(cell.activation) == "tanh"
@@ -132,7 +132,7 @@ class FusedLayerNormalization(layers.LayerNormalization):
     def call(self, inputs):
         axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
         rank = len(inputs.shape)
-        if (keras.backend.backend() != "tensorflow" or self.rms_scaling or axes not in ([-1], [rank - 1])
+        if (not _tensorflow_backend() or self.rms_scaling or axes not in ([-1], [rank - 1])
                 or inputs.shape[-1] is None):
             return super().call(inputs)
         import tensorflow as tf
@@ -207,24 +207,25 @@ class ErfGeluDense(layers.Dense):
 
     def __init__(self, units: int, activation=None, **kwargs) -> None:
         super().__init__(units, activation=activation, **kwargs)
-        self._gelu_by_erf = keras.activations.serialize(self.activation) == "gelu" and _tensorflow_backend()
-        if self._gelu_by_erf:
+        if keras.activations.serialize(self.activation) == "gelu" and _tensorflow_backend():
             self.activation = _gelu_by_erf
 
     def get_config(self) -> dict:
         config = super().get_config()
-        if self._gelu_by_erf:
+        if self.activation is _gelu_by_erf:
             config["activation"] = "gelu"
         return config
 
 
 def _gelu_by_erf(x):
+    """Exact GELU, 0.5·x·(1 + erf(x/√2))."""
     import tensorflow as tf
 
     return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
 
 
 def _tensorflow_backend() -> bool:
+    """Whether Keras runs on TensorFlow, the only backend the fused paths are written for."""
     return keras.backend.backend() == "tensorflow"
 
 
