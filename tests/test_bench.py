@@ -9,7 +9,8 @@ import keras
 import pytest
 from keras import layers
 
-from imgpipe.bench.training import forward_flops_per_image, markdown_table, run_benchmark
+from imgpipe.bench.training import (TIMED_EPOCHS, EpochTimes, forward_flops_per_image, markdown_table,
+                                    run_benchmark)
 from imgpipe.artifacts.paths import ProjectPaths
 
 
@@ -32,6 +33,14 @@ def test_recurrent_and_attention_flops_count_every_step_and_token() -> None:
     assert forward_flops_per_image(model) == gru + attention
 
 
+def test_epoch_times_give_the_speed_as_fit_runs_and_the_best_epochs() -> None:
+    times = EpochTimes(images=1000, wall_seconds=(1.0, 2.0, 1.0, 4.0), cpu_seconds=(1.8, 1.0, 2.0, 2.0))
+    assert times.as_run == 4000 / 8.0                                   # waits included
+    assert times.best_epoch == 1000.0
+    assert times.record(cores=2) == {"images_per_second": [1000.0, 500.0, 1000.0, 250.0],
+                                     "cores_busy": [0.9, 0.25, 1.0, 0.25]}
+
+
 def test_a_small_benchmark_run_measures_every_family(project_root: Path, tmp_path: Path) -> None:
     if not (project_root / "data/raw/train-images-idx3-ubyte.gz").is_file():
         pytest.fail("data/raw is empty: run `make data` (make test does it first)")
@@ -42,5 +51,13 @@ def test_a_small_benchmark_run_measures_every_family(project_root: Path, tmp_pat
         assert family["naive_images_per_second"] > 0 and family["pipeline_images_per_second"] > 0
         assert family["naive_no_xla_images_per_second"] > 0
         assert 0 < family["pipeline_fraction_of_sgemm"] < 1.5, family
+        pipeline = family["deterministic_images_per_second"] or family["pipeline_images_per_second"]
+        assert family["pipeline_best_epoch_images_per_second"] >= pipeline
+        assert family["naive_best_epoch_images_per_second"] >= family["naive_images_per_second"]
+        for way in ("naive", "naive_no_xla", "pipeline_determinism_off", "pipeline"):
+            epochs = family["epochs"][way]
+            assert len(epochs["images_per_second"]) == len(epochs["cores_busy"]) == TIMED_EPOCHS
+            assert all(0 < share <= 1.1 for share in epochs["cores_busy"]), epochs
         assert f"| {family['model']} |" in table
-    assert benchmark["sgemm_gflops"] > 0
+    assert benchmark["sgemm_gflops"] > 0 and benchmark["timed_epochs"] == TIMED_EPOCHS
+    assert " epochs with the cores under 70% busy |" in table

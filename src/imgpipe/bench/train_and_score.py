@@ -71,7 +71,7 @@ def train_and_score(model_name: str, overrides: dict[str, Any], images: int = 0)
         test[mode] = round(float(np.mean(probabilities.argmax(1) == y_test)), 4)
     return {"model": model_name, "overrides": overrides, "images": train_batches.images, "policy": policy,
             "parameters": int(model.count_params()), "fit_wall_s": round(wall, 1),
-            "epoch_s": [round(s, 1) for s in timer.seconds],
+            "epoch_s": [round(s, 1) for s in timer.wall_seconds],
             "val_accuracy": [round(v, 4) for v in result.history["val_accuracy"]], "test_accuracy": test}
 
 
