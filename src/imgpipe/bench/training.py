@@ -180,8 +180,9 @@ class EpochTimer(keras.callbacks.Callback):
 def _timed_epochs(run_fit: Any, images: int) -> EpochTimes:
     """The ``TIMED_EPOCHS`` epochs of ``run_fit(epochs, callbacks)``, each of ``images`` images.
 
-    A ``fit`` call spends up to a few seconds after its last epoch (releasing its input pipeline) that
-    no epoch of a long run pays; timing the epochs themselves keeps that one-off cost out of the rate.
+    Timing the epochs themselves leaves out what a ``fit`` call pays once, before its first epoch and after its
+    last (releasing its input pipeline); a wait at the start of an epoch, as the naive ``fit`` pays between
+    epochs, is in.
     """
     timer = EpochTimer()
     run_fit(TIMED_EPOCHS, [timer])
